@@ -1,0 +1,45 @@
+# Learning Rates, Hands-On. Two commands set everything up: `make book` and `make test`.
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+# pip's global config here lists extra indexes that may not exist; keep the log readable.
+QUIET_PIP := grep -v -e "is ignored: it is neither a file nor a directory" || true
+
+.PHONY: help venv book test lint lab exercises clean
+
+help:  ## list the targets
+	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@echo "Installing lrlib and its extras into $(VENV) (pinned by constraints.txt)..."
+	$(PY) -m pip install -q -c constraints.txt -e '.[all]' 2>&1 | { $(QUIET_PIP); }
+	@touch $(STAMP)
+
+venv: $(STAMP)  ## create .venv and install lrlib with every extra
+
+book: $(STAMP)  ## execute every chapter (cached) and build the site into _build/html
+	$(VENV)/bin/jupyter-book build . -W -n --keep-going
+	@echo "Open _build/html/index.html in a browser."
+
+lint: $(STAMP)  ## ruff over the package, tests and solutions
+	$(VENV)/bin/ruff check lrlib tests solutions nbgrader_config.py
+
+test: $(STAMP) lint  ## lint, unit tests, every chapter and solution under papermill, nbgrader end to end
+	$(PY) -m pytest
+
+lab: $(STAMP)  ## JupyterLab, with the MyST chapters opening as notebooks (jupytext)
+	$(VENV)/bin/jupyter lab book/
+
+exercises: $(STAMP)  ## regenerate exercises/ from solutions/ with nbgrader
+	$(VENV)/bin/nbgrader generate_assignment --all --force --no-db --log-level=WARN
+	@echo "exercises/ regenerated; commit it."
+
+clean:  ## remove the built site, caches and grading artefacts (keeps .venv)
+	rm -rf _build .pytest_cache .ruff_cache gradebook.db submitted autograded feedback
+	find . -name __pycache__ -not -path './$(VENV)/*' -prune -exec rm -rf {} +

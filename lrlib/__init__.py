@@ -1,0 +1,15 @@
+"""lrlib: the helper package of the course *Learning Rates, Hands-On*.
+
+Each module backs one chapter and says which in its docstring:
+
+- :mod:`lrlib.device`: pick a device, seed everything (every chapter).
+- :mod:`lrlib.update`: the bare update rule and how big a step is (chapter 1).
+- :mod:`lrlib.models`, :mod:`lrlib.data`: tiny models and offline data (chapter 1 on).
+- :mod:`lrlib.plotting`: one figure style for the whole book.
+"""
+
+from lrlib.device import pick_device, seed_everything
+from lrlib.update import sgd_step
+
+__all__ = ["pick_device", "seed_everything", "sgd_step"]
+__version__ = "0.1.0"

@@ -1,0 +1,94 @@
+"""Small real data that ships offline.
+
+The 8x8 handwritten digits bundled with scikit-learn (1,797 images, 10 classes)
+are the course's default data set: real, tiny, and nothing is downloaded.
+First used in chapter 1 (*The update rule*).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from sklearn.datasets import load_digits as _sklearn_digits
+
+from lrlib._checks import check_int, check_real
+
+
+@dataclass
+class Split:
+    """Train and test tensors: ``x_*`` float32 ``(n, 64)``, ``y_*`` int64 ``(n,)``."""
+
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+
+    def to(self, device: torch.device | str) -> Split:
+        """The same split on ``device``."""
+        return Split(*(t.to(device) for t in (self.x_train, self.y_train, self.x_test, self.y_test)))
+
+
+def load_digits(test_fraction: float = 0.25, seed: int = 0, device: torch.device | str = "cpu") -> Split:
+    """The digits as standardised tensors, split at random into train and test.
+
+    Pixels are scaled by the training set's per-pixel mean and standard deviation
+    (constant pixels get std 1), so the test set leaks nothing into training.
+
+    Args:
+        test_fraction: share of the 1,797 images held out, in (0, 1).
+        seed: seed of the shuffle (the split depends on it alone).
+        device: where the tensors go.
+
+    Example:
+        >>> d = load_digits()
+        >>> d.x_train.shape, d.x_test.shape
+        (torch.Size([1348, 64]), torch.Size([449, 64]))
+    """
+    test_fraction = check_real("test_fraction", test_fraction)
+    if not 0 < test_fraction < 1:
+        raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
+    seed = check_int("seed", seed, minimum=0)
+    x, y = _sklearn_digits(return_X_y=True)
+    order = np.random.default_rng(seed).permutation(len(y))
+    n_test = int(round(test_fraction * len(y)))
+    test, train = order[:n_test], order[n_test:]
+    mean = x[train].mean(axis=0)
+    std = x[train].std(axis=0)
+    std[std == 0] = 1.0
+    x = (x - mean) / std
+    as_x = lambda idx: torch.tensor(x[idx], dtype=torch.float32)  # noqa: E731
+    as_y = lambda idx: torch.tensor(y[idx], dtype=torch.int64)  # noqa: E731
+    return Split(as_x(train), as_y(train), as_x(test), as_y(test)).to(device)
+
+
+def minibatches(
+    x: torch.Tensor, y: torch.Tensor, batch_size: int, *, steps: int, seed: int = 0
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Yield ``steps`` shuffled ``(x, y)`` minibatches, reshuffling after each pass.
+
+    Args:
+        x, y: inputs and targets with the same first dimension.
+        batch_size: rows per batch, in [1, len(x)].
+        steps: how many batches to yield in total (>= 0).
+        seed: seed of the shuffling (a private generator; global RNGs are untouched).
+    """
+    n = len(x)
+    if len(y) != n:
+        raise ValueError(f"y must have len(x)={n} rows, got {len(y)}")
+    batch_size = check_int("batch_size", batch_size, minimum=1)
+    if batch_size > n:
+        raise ValueError(f"batch_size must be in [1, {n}], got {batch_size}")
+    steps = check_int("steps", steps, minimum=0)
+    gen = torch.Generator().manual_seed(check_int("seed", seed, minimum=0))
+    done = 0
+    while done < steps:
+        order = torch.randperm(n, generator=gen).to(x.device)
+        for start in range(0, n - batch_size + 1, batch_size):
+            if done == steps:
+                return
+            idx = order[start : start + batch_size]
+            yield x[idx], y[idx]
+            done += 1
