@@ -37,7 +37,9 @@ lab: $(STAMP)  ## JupyterLab, with the MyST chapters opening as notebooks (jupyt
 	$(VENV)/bin/jupyter lab book/
 
 exercises: $(STAMP)  ## regenerate exercises/ from solutions/ with nbgrader
-	$(VENV)/bin/nbgrader generate_assignment --all --force --no-db --log-level=WARN
+	for dir in solutions/*/; do \
+	  $(VENV)/bin/nbgrader generate_assignment "$$(basename $$dir)" --force --no-db --log-level=WARN; \
+	done
 	@echo "exercises/ regenerated; commit it."
 
 clean:  ## remove the built site, caches and grading artefacts (keeps .venv)

@@ -113,16 +113,22 @@ def descend(
     """
     lr = check_positive("lr", lr)
     steps = check_int("steps", steps, minimum=0)
-    theta = np.asarray(theta0, dtype=float)
-    path = np.full((steps + 1, *theta.shape), np.nan)
-    path[0] = theta
+    shape = np.shape(theta0)
+    # 1-D internally: NumPy turns 0-d arrays into scalars, whose overflow raises instead of giving inf
+    theta = np.atleast_1d(np.asarray(theta0, dtype=float)).copy()
+    path = np.full((steps + 1, theta.size), np.nan)
+    path[0] = theta.ravel()
     with np.errstate(over="ignore", invalid="ignore"):
         for t in range(steps):
-            theta = sgd_step(theta, np.asarray(grad_fn(theta), dtype=float), lr)
+            try:
+                grad = np.asarray(grad_fn(theta.reshape(shape) if shape else theta), dtype=float)
+                theta = sgd_step(theta, grad.reshape(theta.shape), lr)
+            except OverflowError:
+                break
             if not np.all(np.isfinite(theta)):
                 break
-            path[t + 1] = theta
-    return path
+            path[t + 1] = theta.ravel()
+    return path.reshape(steps + 1, *shape)
 
 
 def global_norm(tensors: Iterable[torch.Tensor]) -> float:

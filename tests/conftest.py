@@ -1,0 +1,101 @@
+"""Shared fixtures: where things are, what the book and the course hold, and how to run a notebook."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import nbformat
+import pytest
+import torch
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+HAS_CUDA = torch.cuda.is_available()
+
+
+def pytest_collection_modifyitems(config, items):
+    skip = pytest.mark.skip(reason="needs a CUDA device; none here")
+    for item in items:
+        if item.get_closest_marker("cuda") is not None and not HAS_CUDA:
+            item.add_marker(skip)
+
+
+def toc_files() -> list[str]:
+    """Every file named in _toc.yml (root first), without extension."""
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
+    files = [toc["root"]]
+
+    def walk(node):
+        if isinstance(node, dict):
+            if "file" in node:
+                files.append(node["file"])
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(toc.get("parts", toc.get("chapters", [])))
+    return files
+
+
+def chapters() -> list[Path]:
+    """The executable chapters: toc entries that are MyST notebooks (have a kernelspec)."""
+    out = []
+    for name in toc_files():
+        path = ROOT / f"{name}.md"
+        if path.exists() and "kernelspec:" in path.read_text().split("---")[1]:
+            out.append(path)
+    return out
+
+
+def assignments() -> list[str]:
+    return sorted(p.name for p in (ROOT / "solutions").iterdir() if p.is_dir())
+
+
+def solution_notebook(assignment: str) -> Path:
+    return ROOT / "solutions" / assignment / f"{assignment}.ipynb"
+
+
+def devices():
+    return ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)]
+
+
+def run_notebook(nb: nbformat.NotebookNode, out: Path, *, device: str, cwd: Path,
+                 parameters: dict | None = None) -> tuple[nbformat.NotebookNode, float]:
+    """Execute ``nb`` under papermill with LRLIB_DEVICE=device; return the executed notebook and seconds."""
+    import papermill as pm
+
+    src = out.with_name(out.stem + "_in.ipynb")
+    nbformat.write(nb, src)
+    old = os.environ.get("LRLIB_DEVICE")
+    os.environ["LRLIB_DEVICE"] = device
+    start = time.perf_counter()
+    try:
+        pm.execute_notebook(str(src), str(out), parameters=parameters or {}, kernel_name="python3",
+                            cwd=str(cwd), progress_bar=False, log_output=False)
+    finally:
+        if old is None:
+            os.environ.pop("LRLIB_DEVICE", None)
+        else:
+            os.environ["LRLIB_DEVICE"] = old
+    return nbformat.read(out, as_version=4), time.perf_counter() - start
+
+
+def error_outputs(nb: nbformat.NotebookNode) -> list[str]:
+    """Every error output and every stderr stream in an executed notebook."""
+    found = []
+    for cell in nb.cells:
+        for output in cell.get("outputs", []):
+            if output.output_type == "error":
+                found.append(f"{output.ename}: {output.evalue}")
+            elif output.output_type == "stream" and output.name == "stderr":
+                found.append(output.text)
+    return found
+
+
+def stdout_text(nb: nbformat.NotebookNode) -> str:
+    return "".join(o.text for c in nb.cells for o in c.get("outputs", [])
+                   if o.output_type == "stream" and o.name == "stdout")

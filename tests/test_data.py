@@ -1,0 +1,57 @@
+"""lrlib.data: the offline digits and the minibatch stream."""
+
+import pytest
+import torch
+
+from lrlib.data import load_digits, minibatches
+
+
+def test_digits_split_shapes_and_standardisation():
+    d = load_digits()
+    assert d.x_train.shape == (1348, 64) and d.x_test.shape == (449, 64)
+    assert d.x_train.dtype == torch.float32 and d.y_train.dtype == torch.int64
+    assert set(d.y_train.unique().tolist()) == set(range(10))
+    mean = d.x_train.mean(0)
+    assert mean.abs().max() < 1e-5
+    std = d.x_train.std(0, unbiased=False)
+    varying = std > 0
+    assert torch.allclose(std[varying], torch.ones(int(varying.sum())), atol=1e-4)
+    assert torch.bincount(torch.cat([d.y_train, d.y_test])).sum() == 1797
+
+
+def test_digits_split_depends_on_seed_only():
+    a, b, c = load_digits(seed=1), load_digits(seed=1), load_digits(seed=2)
+    assert torch.equal(a.x_test, b.x_test)
+    assert not torch.equal(a.x_test, c.x_test)
+
+
+@pytest.mark.parametrize("bad", [0, 1, -0.2, 1.5])
+def test_digits_rejects_bad_fraction(bad):
+    with pytest.raises(ValueError, match=r"test_fraction must be in \(0, 1\)"):
+        load_digits(test_fraction=bad)
+
+
+def test_minibatches_cover_each_row_once_per_pass():
+    x = torch.arange(10).float().unsqueeze(1)
+    y = torch.arange(10)
+    batches = list(minibatches(x, y, 5, steps=4, seed=3))
+    assert len(batches) == 4 and all(len(b[1]) == 5 for b in batches)
+    first_pass = torch.cat([b[1] for b in batches[:2]])
+    assert sorted(first_pass.tolist()) == list(range(10))
+    for bx, by in batches:
+        assert torch.equal(bx.squeeze(1).long(), by)
+    again = list(minibatches(x, y, 5, steps=4, seed=3))
+    assert all(torch.equal(a[1], b[1]) for a, b in zip(batches, again))
+
+
+def test_minibatches_leave_global_rng_alone_and_check_arguments():
+    torch.manual_seed(0)
+    expected = torch.rand(1)
+    torch.manual_seed(0)
+    list(minibatches(torch.zeros(8, 1), torch.zeros(8), 4, steps=3))
+    assert torch.equal(torch.rand(1), expected)
+    with pytest.raises(ValueError, match=r"batch_size must be in \[1, 8\]"):
+        list(minibatches(torch.zeros(8, 1), torch.zeros(8), 9, steps=1))
+    with pytest.raises(ValueError, match="y must have len"):
+        list(minibatches(torch.zeros(8, 1), torch.zeros(7), 2, steps=1))
+    assert list(minibatches(torch.zeros(8, 1), torch.zeros(8), 2, steps=0)) == []
