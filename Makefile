@@ -6,6 +6,8 @@ SHELL := bash
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
+# tools that nbgrader and jupyter-book start (alembic, jupyter) come from the venv
+export PATH := $(abspath $(VENV))/bin:$(PATH)
 STAMP := $(VENV)/.installed
 # pip's global config here lists extra indexes that may not exist; keep the log readable.
 QUIET_PIP := grep -v -e "is ignored: it is neither a file nor a directory" || true
@@ -33,7 +35,13 @@ lint: $(STAMP)  ## ruff over the package, tests and solutions
 test: $(STAMP) lint  ## lint, unit tests, every chapter and solution under papermill, nbgrader end to end
 	$(PY) -m pytest
 
-lab: $(STAMP)  ## JupyterLab, with the MyST chapters opening as notebooks (jupytext)
+LAB_OVERRIDES := $(VENV)/share/jupyter/lab/settings/overrides.json
+
+$(LAB_OVERRIDES): $(STAMP)
+	@mkdir -p $(dir $@)
+	@echo '{"@jupyterlab/docmanager-extension:plugin": {"defaultViewers": {"markdown": "Jupytext Notebook", "myst": "Jupytext Notebook"}}}' > $@
+
+lab: $(STAMP) $(LAB_OVERRIDES)  ## JupyterLab, with the MyST chapters opening as notebooks (jupytext)
 	$(VENV)/bin/jupyter lab book/
 
 exercises: $(STAMP)  ## regenerate exercises/ from solutions/ with nbgrader

@@ -29,7 +29,8 @@ PALETTE = {
     "purple": "#CC79A7",
 }
 #: The cycle used for successive curves (yellow last: it is faint on white).
-COLORS = [PALETTE[k] for k in ("blue", "orange", "green", "vermillion", "purple", "sky_blue", "black", "yellow")]
+COLORS = [PALETTE[k] for k in
+          ("blue", "orange", "green", "vermillion", "purple", "sky_blue", "black", "yellow")]
 LINESTYLES = ["-", "--", "-.", ":", (0, (5, 1)), (0, (3, 1, 1, 1, 1, 1)), "-", "--"]
 
 STYLE = {

@@ -143,7 +143,7 @@ def relative_update_sizes(
     batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
 ) -> np.ndarray:
-    """How big each optimizer step is relative to the weights: :math:`\\|\\Delta\\theta_t\\| / \\|\\theta_t\\|`.
+    """How big each optimizer step is relative to the weights.
 
     Trains a *copy* of ``model`` (the model you pass is left untouched), one
     step per batch, and records for step ``t``

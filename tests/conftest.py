@@ -46,7 +46,8 @@ def chapters() -> list[Path]:
     out = []
     for name in toc_files():
         path = ROOT / f"{name}.md"
-        if path.exists() and "kernelspec:" in path.read_text().split("---")[1]:
+        text = path.read_text() if path.exists() else ""
+        if text.startswith("---") and "kernelspec:" in text.split("---")[1]:
             out.append(path)
     return out
 
