@@ -6,6 +6,7 @@ Each module backs one chapter and says which in its docstring:
 - :mod:`lrlib.update`: the bare update rule and how big a step is (chapter 1).
 - :mod:`lrlib.models`, :mod:`lrlib.data`: tiny models and offline data (chapter 1 on).
 - :mod:`lrlib.plotting`: one figure style for the whole book.
+- :mod:`lrlib.book`: glue for the chapters' prose; :mod:`lrlib.exercise`: the exercises' checks.
 """
 
 from lrlib.device import pick_device, seed_everything

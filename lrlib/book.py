@@ -7,13 +7,29 @@ MyST-NB cannot format.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import numpy as np
 import torch
 
+#: Set to 1 (or true/yes) to run every chapter in FAST mode, e.g. for a quick test build of the book.
+FAST_ENV_VAR = "LRLIB_FAST"
+
 #: Everything glued in this kernel, name -> value (handy when myst_nb is absent).
 GLUED: dict[str, Any] = {}
+
+
+def fast(flag: bool) -> bool:
+    """A chapter's ``FAST`` flag, forced on when the environment variable ``LRLIB_FAST`` says so.
+
+    Papermill sets ``FAST`` through the parameters cell; a book build cannot, so
+    ``LRLIB_FAST=1 jupyter-book build .`` shrinks every chapter's loops instead.
+
+    >>> fast(True)
+    True
+    """
+    return bool(flag) or os.environ.get(FAST_ENV_VAR, "").strip().lower() in ("1", "true", "yes")
 
 
 def as_builtin(value: Any) -> Any:
@@ -50,4 +66,4 @@ def glue(name: str, value: Any, display: bool = False) -> Any:
     return value
 
 
-__all__ = ["GLUED", "as_builtin", "glue"]
+__all__ = ["GLUED", "as_builtin", "fast", "glue"]

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from lrlib.book import GLUED, as_builtin, glue
+from lrlib.book import GLUED, as_builtin, fast, glue
 from lrlib.exercise import expect, expect_close
 
 
@@ -42,3 +42,12 @@ def test_expect_close(capsys):
     with pytest.raises(AssertionError, match="should be a number"):
         expect_close(None, 1.0, "n")
     assert "look at the sign" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("env,flag,expected", [
+    ("", False, False), ("", True, True), ("1", False, True), ("yes", False, True),
+    ("TRUE", False, True), ("0", False, False), ("no", True, True),
+])
+def test_fast_flag_and_its_environment_override(monkeypatch, env, flag, expected):
+    monkeypatch.setenv("LRLIB_FAST", env)
+    assert fast(flag) is expected
