@@ -47,12 +47,12 @@ def as_builtin(value: Any) -> Any:
     return value
 
 
-def glue(name: str, value: Any, display: bool = False) -> Any:
+def glue(name: str, value: Any, display: bool = False) -> None:
     """Glue ``value`` under ``name`` for the prose (``{glue:text}`name:.3f```), hidden by default.
 
     NumPy/torch scalars are converted to Python numbers first, so format specs
     such as ``:.3f`` work. Without ``myst_nb`` installed the value is only kept in
-    :data:`GLUED`. Returns the (converted) value.
+    :data:`GLUED`. Returns None, so a glue on a cell's last line prints nothing.
     """
     if not isinstance(name, str) or not name:
         raise ValueError(f"name must be a non-empty string, got {name!r}")
@@ -61,9 +61,8 @@ def glue(name: str, value: Any, display: bool = False) -> Any:
     try:
         from myst_nb import glue as _myst_glue
     except ImportError:  # a learner without the book extra: nothing to render into
-        return value
+        return
     _myst_glue(name, value, display=display)
-    return value
 
 
 __all__ = ["GLUED", "as_builtin", "fast", "glue"]
