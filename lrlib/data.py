@@ -65,15 +65,21 @@ def load_digits(test_fraction: float = 0.25, seed: int = 0, device: torch.device
 
 
 def minibatches(
-    x: torch.Tensor, y: torch.Tensor, batch_size: int, *, steps: int, seed: int = 0
+    x: torch.Tensor, y: torch.Tensor, batch_size: int, *, steps: int, seed: int = 0,
+    replacement: bool = False,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Yield ``steps`` shuffled ``(x, y)`` minibatches, reshuffling after each pass.
+    """Yield ``steps`` random ``(x, y)`` minibatches.
+
+    By default each pass over the data is a fresh permutation cut into batches
+    (what a shuffling ``DataLoader`` does). With ``replacement=True`` every batch is
+    drawn independently and uniformly, the i.i.d. sampling that SGD theory assumes.
 
     Args:
         x, y: inputs and targets with the same first dimension.
         batch_size: rows per batch, in [1, len(x)].
         steps: how many batches to yield in total (>= 0).
         seed: seed of the shuffling (a private generator; global RNGs are untouched).
+        replacement: draw each batch independently instead of passing over the data.
     """
     n = len(x)
     if len(y) != n:
@@ -83,6 +89,11 @@ def minibatches(
         raise ValueError(f"batch_size must be in [1, {n}], got {batch_size}")
     steps = check_int("steps", steps, minimum=0)
     gen = torch.Generator().manual_seed(check_int("seed", seed, minimum=0))
+    if replacement:
+        for _ in range(steps):
+            idx = torch.randint(0, n, (batch_size,), generator=gen).to(x.device)
+            yield x[idx], y[idx]
+        return
     done = 0
     while done < steps:
         order = torch.randperm(n, generator=gen).to(x.device)
@@ -92,3 +103,42 @@ def minibatches(
             idx = order[start : start + batch_size]
             yield x[idx], y[idx]
             done += 1
+
+
+@dataclass
+class Regression:
+    """A linear regression problem ``y = x w* + noise`` and the best loss any linear model reaches."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    best_loss: float
+
+
+def noisy_linear_regression(n: int = 4000, dim: int = 20, noise: float = 0.5, seed: int = 0) -> Regression:
+    """Generated data for least squares with label noise (chapter 2, minibatch noise).
+
+    ``x`` is standard normal ``(n, dim)``, ``y = x w* + noise * e`` with ``w*`` and ``e``
+    standard normal. ``best_loss`` is the exact minimum of the mean loss
+    :math:`\\frac{1}{2n}\\|x w - y\\|^2` over ``w`` (by least squares), so an optimizer's
+    *excess* loss can be measured exactly. No linear model can fit the noise, so
+    SGD's minibatch noise never dies out here.
+
+    Example:
+        >>> r = noisy_linear_regression(n=100, dim=3, noise=0.1)
+        >>> r.x.shape, r.y.shape, round(r.best_loss, 3) < 0.01
+        (torch.Size([100, 3]), torch.Size([100, 1]), True)
+    """
+    n = check_int("n", n, minimum=1)
+    dim = check_int("dim", dim, minimum=1)
+    if n < dim:
+        raise ValueError(f"n must be >= dim={dim} for a unique least-squares fit, got {n}")
+    noise = check_real("noise", noise)
+    if noise < 0:
+        raise ValueError(f"noise must be >= 0, got {noise}")
+    gen = torch.Generator().manual_seed(check_int("seed", seed, minimum=0))
+    x = torch.randn(n, dim, generator=gen, dtype=torch.float64)
+    w = torch.randn(dim, 1, generator=gen, dtype=torch.float64)
+    y = x @ w + noise * torch.randn(n, 1, generator=gen, dtype=torch.float64)
+    best = torch.linalg.lstsq(x, y).solution
+    best_loss = float(0.5 * ((x @ best - y) ** 2).mean())
+    return Regression(x.float(), y.float(), best_loss)

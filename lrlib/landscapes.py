@@ -57,7 +57,20 @@ class Problem(Protocol):
     def hessian(self, x: Array) -> Array: ...
 
 
-class Quadratic:
+class _Surface:
+    """Shared by the surfaces: evaluation on a contour grid."""
+
+    def value_xy(self, x: Array, y: Array) -> Array:
+        """``value`` at the points ``(x, y)`` of two same-shaped arrays (a 2-D surface only).
+
+        This is the form :func:`lrlib.plotting.plot_descent_2d` takes for contours.
+        """
+        if getattr(self, "dim", 2) != 2:
+            raise ValueError(f"value_xy needs a 2-D problem, this one has dim={self.dim}")
+        return self.value(_stack([_as_float(x), _as_float(y)], _as_float(x)))
+
+
+class Quadratic(_Surface):
     """:math:`L(x) = \\tfrac12 (x - c)^\\top A (x - c)`, minimum 0 at the centre :math:`c`.
 
     Args:
@@ -174,7 +187,7 @@ class Quadratic:
         return f"Quadratic(L={self.L:g}, mu={self.mu:g}, kappa={self.condition_number:g}, dim={self.dim})"
 
 
-class Rosenbrock:
+class Rosenbrock(_Surface):
     """Rosenbrock's banana valley :math:`(a - x)^2 + b (y - x^2)^2`, minimum 0 at :math:`(a, a^2)`.
 
     The valley floor is nearly flat while its walls are steep: at the minimum the
@@ -216,7 +229,7 @@ class Rosenbrock:
         return f"Rosenbrock(a={self.a:g}, b={self.b:g})"
 
 
-class Himmelblau:
+class Himmelblau(_Surface):
     """Himmelblau's function :math:`(x^2 + y - 11)^2 + (x + y^2 - 7)^2`: non-convex, four minima of 0.
 
     Where gradient descent ends up depends on where it starts and on the
@@ -372,26 +385,34 @@ class Diagnosis(str, enum.Enum):
 
 
 def diagnose_loss_curve(losses: Sequence[float], *, slow_drop: float = 0.5,
-                        unstable_rise: float = 0.25) -> Diagnosis:
+                        unstable_rise: float = 0.25, diverge_factor: float = 1.5) -> Diagnosis:
     """Read a training loss curve the way this course teaches (chapter 2's diagnosis table).
 
-    With :math:`\\ell_0` the first loss, :math:`\\ell_{min}` the lowest and
-    :math:`\\bar\\ell_{end}` the mean of the last tenth of the curve:
+    Minibatch losses are noisy, so the curve is first averaged over windows of
+    :math:`w = \\max(1, n/20)` steps. With :math:`\\ell_0` the mean of the first
+    :math:`w` losses, :math:`\\ell_{min}` the lowest windowed mean and
+    :math:`\\ell_{end}` the mean of the last tenth of the curve:
 
-    1. ``divergent``: a loss is NaN or inf, or :math:`\\bar\\ell_{end} > \\ell_0`;
-    2. ``too large``: the curve climbs back: :math:`\\bar\\ell_{end} - \\ell_{min} >`
+    1. ``divergent``: a loss is NaN or inf, or :math:`\\ell_{end} >` ``diverge_factor`` :math:`\\ell_0`;
+    2. ``too large``: the run made progress (:math:`\\ell_0 - \\ell_{min} > 0.1\\,\\ell_0`)
+       and then climbed back: :math:`\\ell_{end} - \\ell_{min} >`
        ``unstable_rise`` :math:`\\times (\\ell_0 - \\ell_{min})`;
-    3. ``too small``: it fell by less than ``slow_drop`` of the way from
-       :math:`\\ell_0` to zero: :math:`\\bar\\ell_{end} > (1 - \\text{slow\\_drop})\\,\\ell_0`;
+    3. ``too small``: it removed less than ``slow_drop`` of the initial loss:
+       :math:`\\ell_{end} > (1 - \\text{slow\\_drop})\\,\\ell_0`;
     4. ``good`` otherwise.
 
     The thresholds are rules of thumb for losses that go to 0 (cross-entropy,
-    squared error) and runs long enough to show a trend, not laws.
+    squared error) over runs long enough to show a trend; they are not laws.
 
     Args:
         losses: the loss after each step or epoch (at least 2 values).
         slow_drop: fraction of the initial loss a good run removes, in (0, 1).
-        unstable_rise: how far back up (as a fraction of the drop) counts as unstable, in (0, 1).
+        unstable_rise: how far back up, as a fraction of the drop, counts as unstable, in (0, 1).
+        diverge_factor: an end this many times above the start counts as divergence (> 1).
+
+    Example:
+        >>> diagnose_loss_curve(np.exp(-np.arange(100) / 10)).value
+        'good'
     """
     values = np.asarray(losses, dtype=float)
     if values.ndim != 1 or len(values) < 2:
@@ -399,13 +420,19 @@ def diagnose_loss_curve(losses: Sequence[float], *, slow_drop: float = 0.5,
     for name, v in (("slow_drop", slow_drop), ("unstable_rise", unstable_rise)):
         if not 0 < v < 1:
             raise ValueError(f"{name} must be in (0, 1), got {v}")
+    if not diverge_factor > 1:
+        raise ValueError(f"diverge_factor must be > 1, got {diverge_factor}")
     if not np.all(np.isfinite(values)):
         return Diagnosis.DIVERGENT
-    start, lowest = values[0], values.min()
-    end = values[-max(1, len(values) // 10):].mean()
-    if end > start:
+    n = len(values)
+    w = max(1, n // 20)
+    windowed = np.convolve(values, np.ones(w) / w, mode="valid")
+    start, lowest = windowed[0], windowed.min()
+    end = values[-max(1, n // 10):].mean()
+    if end > diverge_factor * start:
         return Diagnosis.DIVERGENT
-    if end - lowest > unstable_rise * (start - lowest):
+    drop = start - lowest
+    if drop > 0.1 * start and end - lowest > unstable_rise * drop:
         return Diagnosis.TOO_LARGE
     if end > (1 - slow_drop) * start:
         return Diagnosis.TOO_SMALL

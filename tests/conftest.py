@@ -100,3 +100,30 @@ def error_outputs(nb: nbformat.NotebookNode) -> list[str]:
 def stdout_text(nb: nbformat.NotebookNode) -> str:
     return "".join(o.text for c in nb.cells for o in c.get("outputs", [])
                    if o.output_type == "stream" and o.name == "stdout")
+
+
+class ExerciseCells:
+    """An assignment's solution notebook, cut into cells by grade id, to exec test cells in-process."""
+
+    def __init__(self, assignment: str):
+        nb = nbformat.read(solution_notebook(assignment), as_version=4)
+        self.cells = {c.metadata["nbgrader"]["grade_id"]: c.source for c in nb.cells}
+        self.answers = [c.metadata["nbgrader"]["grade_id"] for c in nb.cells
+                        if c.metadata["nbgrader"].get("solution")]
+        self.tests = [c.metadata["nbgrader"]["grade_id"] for c in nb.cells
+                      if c.metadata["nbgrader"].get("grade")]
+
+    def namespace(self, **wrong) -> dict:
+        """Run the setup and every solution cell, then swap in the wrong answers given."""
+        ns: dict = {"DEVICE": "cpu"}
+        exec(self.cells["setup"], ns)
+        for part in self.answers:
+            exec(self.cells[part], ns)
+        ns.update(wrong)
+        return ns
+
+    def visible(self, test_id: str) -> str:
+        return self.cells[test_id].split("### BEGIN HIDDEN TESTS")[0]
+
+    def hidden(self, test_id: str) -> str:
+        return self.cells[test_id]

@@ -55,3 +55,28 @@ def test_minibatches_leave_global_rng_alone_and_check_arguments():
     with pytest.raises(ValueError, match="y must have len"):
         list(minibatches(torch.zeros(8, 1), torch.zeros(7), 2, steps=1))
     assert list(minibatches(torch.zeros(8, 1), torch.zeros(8), 2, steps=0)) == []
+
+
+def test_noisy_linear_regression_best_loss_is_the_least_squares_minimum():
+    from lrlib.data import noisy_linear_regression
+
+    r = noisy_linear_regression(n=500, dim=5, noise=0.3, seed=1)
+    x, y = r.x.double(), r.y.double()
+    w = torch.linalg.pinv(x) @ y  # an independent route to the minimiser
+    assert float(0.5 * ((x @ w - y) ** 2).mean()) == pytest.approx(r.best_loss, rel=1e-5)
+    assert r.best_loss == pytest.approx(0.5 * 0.3**2, rel=0.2)  # about half the noise variance
+    other = w + 0.01
+    assert float(0.5 * ((x @ other - y) ** 2).mean()) > r.best_loss
+    with pytest.raises(ValueError, match="n must be >= dim=5"):
+        noisy_linear_regression(n=4, dim=5)
+    with pytest.raises(ValueError, match="noise must be >= 0"):
+        noisy_linear_regression(noise=-1.0)
+
+
+def test_minibatches_with_replacement_are_iid_draws():
+    x = torch.arange(10).float().unsqueeze(1)
+    batches = list(minibatches(x, torch.arange(10), 4, steps=500, seed=0, replacement=True))
+    assert len(batches) == 500 and all(len(b[1]) == 4 for b in batches)
+    counts = torch.bincount(torch.cat([b[1] for b in batches]), minlength=10).float()
+    assert counts.min() > 150 and counts.max() < 250  # 200 expected per row
+    assert any(len(set(b[1].tolist())) < 4 for b in batches), "a row can repeat within a batch"

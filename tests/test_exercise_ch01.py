@@ -1,38 +1,16 @@
 """Exercise ch01: the visible tests catch the usual mistakes and say what is wrong."""
 
-import nbformat
 import numpy as np
 import pytest
 
-from .conftest import solution_notebook
+from .conftest import ExerciseCells
 
-NB = nbformat.read(solution_notebook("ch01_update_rule"), as_version=4)
-CELLS = {c.metadata["nbgrader"]["grade_id"]: c.source for c in NB.cells}
-SOLUTION_PARTS = ["update", "run_descent", "layer_params", "relative_update"]
+EX = ExerciseCells("ch01_update_rule")
 
 
-def namespace(**wrong):
-    """Run the setup and every solution cell, then swap in the wrong answers given."""
-    ns: dict = {"DEVICE": "cpu"}
-    exec(CELLS["setup"], ns)
-    for part in SOLUTION_PARTS:
-        exec(CELLS[part], ns)
-    ns.update(wrong)
-    return ns
-
-
-def visible(test_id):
-    return CELLS[test_id].split("### BEGIN HIDDEN TESTS")[0]
-
-
-def hidden(test_id):
-    return CELLS[test_id]
-
-
-@pytest.mark.parametrize("test_id", ["test-update", "test-run_descent", "test-layer_params",
-                                     "test-relative_update"])
+@pytest.mark.parametrize("test_id", EX.tests)
 def test_the_solution_passes_visible_and_hidden_tests(test_id):
-    exec(hidden(test_id), namespace())
+    exec(EX.hidden(test_id), EX.namespace())
 
 
 MISTAKES = [
@@ -54,7 +32,7 @@ MISTAKES = [
 @pytest.mark.parametrize("test_id,wrong,hint", MISTAKES, ids=lambda v: v if isinstance(v, str) else "")
 def test_a_usual_mistake_fails_the_visible_test_with_a_hint(test_id, wrong, hint, capsys):
     with pytest.raises(AssertionError):
-        exec(visible(test_id), namespace(**wrong))
+        exec(EX.visible(test_id), EX.namespace(**wrong))
     assert hint in capsys.readouterr().out
 
 
@@ -66,6 +44,6 @@ def test_the_hidden_tests_catch_what_the_visible_ones_miss():
         theta -= lr * grad
         return theta
 
-    exec(visible("test-update"), namespace(update=in_place))
+    exec(EX.visible("test-update"), EX.namespace(update=in_place))
     with pytest.raises(AssertionError, match="must not change theta in place"):
-        exec(hidden("test-update"), namespace(update=in_place))
+        exec(EX.hidden("test-update"), EX.namespace(update=in_place))

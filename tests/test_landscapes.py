@@ -156,7 +156,9 @@ def test_diagnose_loss_curve():
     assert diagnose_loss_curve(np.r_[2.3 * np.exp(-t[:100] / 10), 0.8 + 0.3 * np.sin(t[:100])]) \
         is Diagnosis.TOO_LARGE
     assert diagnose_loss_curve([2.3, 5.0, np.nan]) is Diagnosis.DIVERGENT
-    assert diagnose_loss_curve([2.3, 2.5, 2.6, 2.9]) is Diagnosis.DIVERGENT
+    assert diagnose_loss_curve([2.3, 2.5, 2.9, 3.6, 4.0]) is Diagnosis.DIVERGENT
+    noisy_flat = 2.3 + 0.05 * np.random.default_rng(0).standard_normal(300)
+    assert diagnose_loss_curve(noisy_flat) is Diagnosis.TOO_SMALL, "noise is not divergence"
     with pytest.raises(ValueError, match="at least 2 values"):
         diagnose_loss_curve([1.0])
     with pytest.raises(ValueError, match=r"slow_drop must be in \(0, 1\)"):
@@ -215,3 +217,13 @@ def test_sharpness_checks_arguments():
     net.requires_grad_(False)
     with pytest.raises(ValueError, match="no parameter that requires grad"):
         sharpness(net, torch.nn.functional.mse_loss, batch)
+
+
+def test_value_xy_evaluates_a_grid():
+    xs, ys = np.meshgrid(np.linspace(-1, 1, 4), np.linspace(0, 2, 3))
+    for problem in (Rosenbrock(), Himmelblau(), Quadratic([1.0, 5.0])):
+        grid = problem.value_xy(xs, ys)
+        assert grid.shape == (3, 4)
+        assert grid[1, 2] == pytest.approx(problem.value(np.array([xs[1, 2], ys[1, 2]])))
+    with pytest.raises(ValueError, match="needs a 2-D problem"):
+        Quadratic([1.0, 2.0, 3.0]).value_xy(xs, ys)
