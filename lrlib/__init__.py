@@ -5,6 +5,8 @@ Each module backs one chapter and says which in its docstring:
 - :mod:`lrlib.device`: pick a device, seed everything (every chapter).
 - :mod:`lrlib.update`: the bare update rule and how big a step is (chapter 1).
 - :mod:`lrlib.models`, :mod:`lrlib.data`: tiny models and offline data (chapter 1 on).
+- :mod:`lrlib.landscapes`: loss surfaces, regimes, sharpness; :mod:`lrlib.training`: a
+  recording training loop (chapter 2).
 - :mod:`lrlib.plotting`: one figure style for the whole book.
 - :mod:`lrlib.book`: glue for the chapters' prose; :mod:`lrlib.exercise`: the exercises' checks.
 """

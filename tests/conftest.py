@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import time
 from pathlib import Path
@@ -127,3 +129,10 @@ class ExerciseCells:
 
     def hidden(self, test_id: str) -> str:
         return self.cells[test_id]
+
+    def visible_output_when_failing(self, test_id: str, **wrong) -> str:
+        """Run a visible test cell against wrong answers; it must fail. Returns what it printed."""
+        buffer = io.StringIO()
+        with contextlib.redirect_stdout(buffer), pytest.raises(AssertionError):
+            exec(self.visible(test_id), self.namespace(**wrong))
+        return buffer.getvalue()
