@@ -30,7 +30,7 @@ book: $(STAMP)  ## execute every chapter (cached) and build the site into _build
 	@echo "Open _build/html/index.html in a browser."
 
 lint: $(STAMP)  ## ruff over the package, tests and solutions
-	$(VENV)/bin/ruff check lrlib tests solutions nbgrader_config.py
+	$(VENV)/bin/ruff check lrlib tests solutions benchmarks nbgrader_config.py
 
 test: $(STAMP) lint  ## lint, unit tests, every chapter and solution under papermill, nbgrader end to end
 	$(PY) -m pytest

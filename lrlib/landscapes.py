@@ -45,6 +45,11 @@ def _as_float(x: Array | Sequence[float] | float) -> Array:
     return np.asarray(x, dtype=float)
 
 
+def _scalar(out: Array) -> Array | float:
+    """A NumPy 0-d result as a Python float; arrays and tensors unchanged."""
+    return float(out) if isinstance(out, (np.ndarray, np.generic)) and np.ndim(out) == 0 else out
+
+
 class Problem(Protocol):
     """What :func:`gradient_descent` needs of a surface."""
 
@@ -170,7 +175,7 @@ class Quadratic(_Surface):
         a, c = self._tensor_args(x)
         z = x - c
         out = 0.5 * (z * (z @ a)).sum(-1)
-        return float(out) if isinstance(out, np.ndarray) and out.ndim == 0 else out
+        return _scalar(out)
 
     def grad(self, x: Array) -> Array:
         x = _as_float(x)
@@ -210,7 +215,7 @@ class Rosenbrock(_Surface):
         x = _as_float(x)
         u, v = x[..., 0], x[..., 1]
         out = (self.a - u) ** 2 + self.b * (v - u**2) ** 2
-        return float(out) if isinstance(out, np.ndarray) and out.ndim == 0 else out
+        return _scalar(out)
 
     def grad(self, x: Array) -> Array:
         x = _as_float(x)
@@ -247,7 +252,7 @@ class Himmelblau(_Surface):
         x = _as_float(x)
         u, v = x[..., 0], x[..., 1]
         out = (u**2 + v - 11) ** 2 + (u + v**2 - 7) ** 2
-        return float(out) if isinstance(out, np.ndarray) and out.ndim == 0 else out
+        return _scalar(out)
 
     def grad(self, x: Array) -> Array:
         x = _as_float(x)
