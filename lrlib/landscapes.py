@@ -341,6 +341,49 @@ def gradient_descent(problem: Problem, x0: Sequence[float] | np.ndarray, lr: flo
     return Trajectory(points, losses, lr, diverged_at)
 
 
+def optimize(problem: Problem, make_optimizer, x0: Sequence[float] | np.ndarray, steps: int) -> Trajectory:
+    """Run any ``torch.optim``-style optimizer on a surface, with its analytic gradient.
+
+    Chapter 3 uses it to put SGD, momentum, Adagrad, RMSprop and Adam on the same
+    landscape. The iterate is a float64 ``torch.nn.Parameter``; each step sets its
+    ``.grad`` to ``problem.grad`` and calls ``optimizer.step()``.
+
+    Args:
+        problem: a surface with ``value`` and ``grad`` that accept tensors.
+        make_optimizer: builds the optimizer from a list of parameters,
+            e.g. ``lambda p: torch.optim.Adam(p, lr=0.1)``.
+        x0: the starting point, shape ``(d,)``.
+        steps: number of updates (>= 0).
+
+    Returns:
+        A :class:`Trajectory` (its ``lr`` is the first param group's), stopped cleanly on divergence.
+
+    Example:
+        >>> run = optimize(Quadratic([2.0]), lambda p: torch.optim.SGD(p, lr=0.25), [1.0], 2)
+        >>> run.points[:, 0].tolist()
+        [1.0, 0.5, 0.25]
+    """
+    steps = check_int("steps", steps, minimum=0)
+    x = torch.nn.Parameter(torch.tensor(np.asarray(x0, dtype=float).reshape(-1), dtype=torch.float64))
+    optimizer = make_optimizer([x])
+    points = np.full((steps + 1, x.numel()), np.nan)
+    losses = np.full(steps + 1, np.nan)
+    diverged_at = None
+    for t in range(steps + 1):
+        with torch.no_grad():
+            loss = float(problem.value(x))
+            point = x.detach().numpy().copy()
+        if not (np.all(np.isfinite(point)) and math.isfinite(loss) and abs(loss) < _OVERFLOW):
+            diverged_at = t
+            break
+        points[t], losses[t] = point, loss
+        if t < steps:
+            with torch.no_grad():
+                x.grad = problem.grad(x.detach()).clone()
+            optimizer.step()
+    return Trajectory(points, losses, float(optimizer.param_groups[0]["lr"]), diverged_at)
+
+
 class Regime(str, enum.Enum):
     """How gradient descent behaves at a learning rate (see the module docstring)."""
 

@@ -227,3 +227,15 @@ def test_value_xy_evaluates_a_grid():
         assert grid[1, 2] == pytest.approx(problem.value(np.array([xs[1, 2], ys[1, 2]])))
     with pytest.raises(ValueError, match="needs a 2-D problem"):
         Quadratic([1.0, 2.0, 3.0]).value_xy(xs, ys)
+
+
+def test_optimize_with_sgd_is_gradient_descent():
+    from lrlib.landscapes import optimize
+
+    for problem, x0, lr in ((Quadratic([1.0, 10.0]), [-4.5, 1.5], 0.15), (Rosenbrock(), [-1.2, 1.0], 1e-3)):
+        ours = optimize(problem, lambda p, lr=lr: torch.optim.SGD(p, lr=lr), x0, steps=50)
+        ref = gradient_descent(problem, x0, lr, steps=50)
+        np.testing.assert_allclose(ours.points, ref.points, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(ours.losses, ref.losses, rtol=1e-12, atol=1e-12)
+    blown = optimize(Quadratic([1.0]), lambda p: torch.optim.SGD(p, lr=5.0), [1.0], steps=3000)
+    assert blown.diverged and np.isnan(blown.points[-1]).all()
