@@ -8,6 +8,7 @@ Each module backs one chapter and says which in its docstring:
 - :mod:`lrlib.landscapes`: loss surfaces, regimes, sharpness; :mod:`lrlib.training`: a
   recording training loop (chapter 2).
 - :mod:`lrlib.optim`: SGD, Adagrad, RMSprop, Adam, AdamW written out (chapter 3).
+- :mod:`lrlib.schedules`: learning-rate schedules as pure functions of the step (chapter 4).
 - :mod:`lrlib.plotting`: one figure style for the whole book.
 - :mod:`lrlib.book`: glue for the chapters' prose; :mod:`lrlib.exercise`: the exercises' checks.
 """

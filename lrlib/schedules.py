@@ -110,6 +110,18 @@ class ScheduleLR(torch.optim.lr_scheduler.LRScheduler):
         # The schedule is configuration, rebuilt by the caller: keep only torch's counters.
         return {k: v for k, v in super().state_dict().items() if k != "schedule"}
 
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore the counters and put the saved rates back into the optimizer.
+
+        torch's schedulers leave the optimizer's rates as they are, so loading the
+        optimizer's state *before* building the scheduler (which resets the rates to
+        ``s(0)``) silently restarts the schedule for one step. This scheduler
+        restores the rates itself, so the order does not matter.
+        """
+        super().load_state_dict(state_dict)
+        for group, lr in zip(self.optimizer.param_groups, self._last_lr):
+            group["lr"] = lr
+
 
 # --- argument checks ---------------------------------------------------------------------------
 

@@ -271,3 +271,20 @@ def test_bad_steps():
     with pytest.raises(TypeError, match="t must be an int"):
         S.constant(0.1)(1.5)
     assert math.isclose(S.constant(0.1)(np.int64(3)), 0.1)
+
+
+def test_loading_the_scheduler_state_restores_the_rates_whatever_the_order():
+    schedule = S.warmup_cosine(0.1, 10, 100)
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    sched = schedule.attach(opt)
+    for _ in range(40):
+        opt.step()
+        sched.step()
+    saved_opt, saved_sched = copy.deepcopy(opt.state_dict()), copy.deepcopy(sched.state_dict())
+    opt2 = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    opt2.load_state_dict(saved_opt)  # optimizer first: the scheduler's constructor resets the rate...
+    sched2 = schedule.attach(opt2)
+    assert opt2.param_groups[0]["lr"] == schedule(0)
+    sched2.load_state_dict(saved_sched)  # ...and loading the scheduler puts it back
+    assert opt2.param_groups[0]["lr"] == pytest.approx(schedule(40))
+    assert "schedule" not in saved_sched
