@@ -102,22 +102,11 @@ def test_sgdr_is_cosineannealingwarmrestarts(lr, T_0, T_mult, min_frac):  # noqa
           lambda o: tls.CosineAnnealingWarmRestarts(o, T_0, T_mult, eta_min=lr * min_frac), lr, horizon + 1)
 
 
-def transformers_lrs(make, lr, steps):
-    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=lr)
-    sched = make(opt)
-    out = []
-    for _ in range(steps):
-        out.append(opt.param_groups[0]["lr"])
-        opt.step()
-        sched.step()
-    return np.array(out)
-
-
 @HYP
 @given(lrs, st.integers(0, 50), st.integers(1, 200))
 def test_warmup_linear_is_transformers(lr, W, extra):
     T = W + extra
-    expected = transformers_lrs(lambda o: transformers_optimization.get_linear_schedule_with_warmup(o, W, T),
+    expected = torch_lrs(lambda o: transformers_optimization.get_linear_schedule_with_warmup(o, W, T),
                                 lr, 3 * T)
     np.testing.assert_allclose(S.warmup_linear(lr, W, T)(np.arange(3 * T)), expected, rtol=1e-12, atol=0)
 
@@ -132,7 +121,7 @@ def test_warmup_cosine_is_transformers(lr, W, extra, min_frac):
     else:
         make = lambda o: tf.get_cosine_with_min_lr_schedule_with_warmup(o, W, T, min_lr=lr * min_frac)  # noqa: E731
     np.testing.assert_allclose(S.warmup_cosine(lr, W, T, lr * min_frac)(np.arange(3 * T)),
-                               transformers_lrs(make, lr, 3 * T), rtol=1e-12, atol=1e-18)
+                               torch_lrs(make, lr, 3 * T), rtol=1e-12, atol=1e-18)
 
 
 @HYP
@@ -144,7 +133,7 @@ def test_wsd_is_transformers_get_wsd_schedule(lr, W, S_, D, min_frac, decay, sha
         decay_type=decay, min_lr_ratio=min_frac)
     steps = 3 * (W + S_ + D) + 3
     np.testing.assert_allclose(S.wsd(lr, W, S_, D, lr * min_frac, decay, shape)(np.arange(steps)),
-                               transformers_lrs(make, lr, steps), rtol=1e-12, atol=1e-18)
+                               torch_lrs(make, lr, steps), rtol=1e-12, atol=1e-18)
 
 
 def test_inverse_sqrt_is_the_transformer_paper_formula():

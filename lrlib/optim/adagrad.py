@@ -6,10 +6,10 @@ from collections.abc import Iterable
 
 import torch
 
-from lrlib.optim._base import check_lr, check_nonnegative
+from lrlib.optim._base import StepByStep, check_lr, check_nonnegative
 
 
-class Adagrad(torch.optim.Optimizer):
+class Adagrad(StepByStep):
     """Adagrad written out, step for step as ``torch.optim.Adagrad``.
 
     .. math::
@@ -49,23 +49,10 @@ class Adagrad(torch.optim.Optimizer):
                 self.state[p]["sum"] = torch.full_like(
                     p, group["initial_accumulator_value"], memory_format=torch.preserve_format)
 
-    @torch.no_grad()
-    def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                state = self.state[p]
-                state["step"] += 1
-                g = -p.grad if group["maximize"] else p.grad
-                if group["weight_decay"] != 0:
-                    g = g.add(p, alpha=group["weight_decay"])
-                lr_t = group["lr"] / (1 + (state["step"] - 1) * group["lr_decay"])
-                state["sum"].addcmul_(g, g, value=1)
-                std = state["sum"].sqrt().add_(group["eps"])
-                p.addcdiv_(g, std, value=-lr_t)
-        return loss
+    def update(self, p, g, group, state):
+        state["step"] += 1
+        g = self.l2(g, p, group)
+        lr_t = group["lr"] / (1 + (state["step"] - 1) * group["lr_decay"])
+        state["sum"].addcmul_(g, g, value=1)
+        std = state["sum"].sqrt().add_(group["eps"])
+        p.addcdiv_(g, std, value=-lr_t)

@@ -6,10 +6,10 @@ from collections.abc import Iterable, Sequence
 
 import torch
 
-from lrlib.optim._base import check_betas, check_lr, check_nonnegative
+from lrlib.optim._base import StepByStep, check_betas, check_lr, check_nonnegative
 
 
-class Adam(torch.optim.Optimizer):
+class Adam(StepByStep):
     """Adam written out, step for step as ``torch.optim.Adam`` (Kingma & Ba, 2015).
 
     .. math::
@@ -51,40 +51,27 @@ class Adam(torch.optim.Optimizer):
                         decoupled_weight_decay=bool(decoupled_weight_decay))
         super().__init__(params, defaults)
 
-    @torch.no_grad()
-    def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            lr, (beta1, beta2), eps, wd = group["lr"], group["betas"], group["eps"], group["weight_decay"]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                state = self.state[p]
-                if not state:
-                    state["step"] = 0
-                    state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                    state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                    if group["amsgrad"]:
-                        state["max_exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                state["step"] += 1
-                t = state["step"]
-                g = -p.grad if group["maximize"] else p.grad
-                if wd != 0:
-                    if group["decoupled_weight_decay"]:
-                        p.mul_(1 - lr * wd)
-                    else:
-                        g = g.add(p, alpha=wd)
-                m = state["exp_avg"].lerp_(g, 1 - beta1)
-                v = state["exp_avg_sq"].mul_(beta2).addcmul_(g, g, value=1 - beta2)
-                if group["amsgrad"]:
-                    v = torch.maximum(state["max_exp_avg_sq"], v, out=state["max_exp_avg_sq"])
-                step_size = lr / (1 - beta1**t)
-                denom = (v.sqrt() / (1 - beta2**t) ** 0.5).add_(eps)
-                p.addcdiv_(m, denom, value=-step_size)
-        return loss
+    def update(self, p, g, group, state):
+        lr, (beta1, beta2), eps, wd = group["lr"], group["betas"], group["eps"], group["weight_decay"]
+        if not state:
+            state["step"] = 0
+            state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            if group["amsgrad"]:
+                state["max_exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        state["step"] += 1
+        t = state["step"]
+        if not group["decoupled_weight_decay"]:
+            g = self.l2(g, p, group)
+        elif wd != 0:
+            p.mul_(1 - lr * wd)
+        m = state["exp_avg"].lerp_(g, 1 - beta1)
+        v = state["exp_avg_sq"].mul_(beta2).addcmul_(g, g, value=1 - beta2)
+        if group["amsgrad"]:
+            v = torch.maximum(state["max_exp_avg_sq"], v, out=state["max_exp_avg_sq"])
+        step_size = lr / (1 - beta1**t)
+        denom = (v.sqrt() / (1 - beta2**t) ** 0.5).add_(eps)
+        p.addcdiv_(m, denom, value=-step_size)
 
 
 class AdamW(Adam):

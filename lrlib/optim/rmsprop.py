@@ -6,10 +6,10 @@ from collections.abc import Iterable
 
 import torch
 
-from lrlib.optim._base import check_lr, check_nonnegative, check_unit_interval
+from lrlib.optim._base import StepByStep, check_lr, check_nonnegative, check_unit_interval
 
 
-class RMSprop(torch.optim.Optimizer):
+class RMSprop(StepByStep):
     """RMSprop written out, step for step as ``torch.optim.RMSprop``.
 
     .. math::
@@ -49,39 +49,26 @@ class RMSprop(torch.optim.Optimizer):
                         maximize=bool(maximize))
         super().__init__(params, defaults)
 
-    @torch.no_grad()
-    def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            alpha, mu = group["alpha"], group["momentum"]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                state = self.state[p]
-                if not state:
-                    state["step"] = 0
-                    state["square_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                    if mu > 0:
-                        state["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                    if group["centered"]:
-                        state["grad_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                state["step"] += 1
-                g = -p.grad if group["maximize"] else p.grad
-                if group["weight_decay"] != 0:
-                    g = g.add(p, alpha=group["weight_decay"])
-                v = state["square_avg"].mul_(alpha).addcmul_(g, g, value=1 - alpha)
-                if group["centered"]:
-                    g_bar = state["grad_avg"].lerp_(g, 1 - alpha)
-                    denom = v.addcmul(g_bar, g_bar, value=-1).sqrt_()
-                else:
-                    denom = v.sqrt()
-                denom = denom.add_(group["eps"])
-                if mu > 0:
-                    b = state["momentum_buffer"].mul_(mu).addcdiv_(g, denom)
-                    p.add_(b, alpha=-group["lr"])
-                else:
-                    p.addcdiv_(g, denom, value=-group["lr"])
-        return loss
+    def update(self, p, g, group, state):
+        alpha, mu = group["alpha"], group["momentum"]
+        if not state:
+            state["step"] = 0
+            state["square_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            if mu > 0:
+                state["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            if group["centered"]:
+                state["grad_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        state["step"] += 1
+        g = self.l2(g, p, group)
+        v = state["square_avg"].mul_(alpha).addcmul_(g, g, value=1 - alpha)
+        if group["centered"]:
+            g_bar = state["grad_avg"].lerp_(g, 1 - alpha)
+            denom = v.addcmul(g_bar, g_bar, value=-1).sqrt_()
+        else:
+            denom = v.sqrt()
+        denom = denom.add_(group["eps"])
+        if mu > 0:
+            b = state["momentum_buffer"].mul_(mu).addcdiv_(g, denom)
+            p.add_(b, alpha=-group["lr"])
+        else:
+            p.addcdiv_(g, denom, value=-group["lr"])

@@ -6,10 +6,10 @@ from collections.abc import Iterable
 
 import torch
 
-from lrlib.optim._base import check_lr, check_nonnegative
+from lrlib.optim._base import StepByStep, check_lr, check_nonnegative
 
 
-class SGD(torch.optim.Optimizer):
+class SGD(StepByStep):
     """SGD written out, step for step as ``torch.optim.SGD``.
 
     With gradient :math:`g_t`, learning rate :math:`\\eta`, momentum :math:`\\mu`,
@@ -54,27 +54,14 @@ class SGD(torch.optim.Optimizer):
                              f"got momentum={momentum!r}, dampening={dampening!r}")
         super().__init__(params, defaults)
 
-    @torch.no_grad()
-    def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            lr, mu, tau = group["lr"], group["momentum"], group["dampening"]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                g = -p.grad if group["maximize"] else p.grad
-                if group["weight_decay"] != 0:
-                    g = g.add(p, alpha=group["weight_decay"])
-                if mu != 0:
-                    state = self.state[p]
-                    if "momentum_buffer" not in state:
-                        state["momentum_buffer"] = torch.clone(g).detach()
-                    else:
-                        state["momentum_buffer"].mul_(mu).add_(g, alpha=1 - tau)
-                    b = state["momentum_buffer"]
-                    g = g.add(b, alpha=mu) if group["nesterov"] else b
-                p.add_(g, alpha=-lr)
-        return loss
+    def update(self, p, g, group, state):
+        g = self.l2(g, p, group)
+        mu = group["momentum"]
+        if mu != 0:
+            if "momentum_buffer" not in state:
+                state["momentum_buffer"] = torch.clone(g).detach()
+            else:
+                state["momentum_buffer"].mul_(mu).add_(g, alpha=1 - group["dampening"])
+            b = state["momentum_buffer"]
+            g = g.add(b, alpha=mu) if group["nesterov"] else b
+        p.add_(g, alpha=-group["lr"])
