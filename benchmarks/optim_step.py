@@ -2,7 +2,8 @@
 
 Run with ``.venv/bin/python benchmarks/optim_step.py [--device cpu|cuda] [--repeats N]``.
 Gradients are fixed random tensors, so only ``optimizer.step()`` is timed; each
-figure is the median over ``--repeats`` steps after a warm-up. Prints a Markdown
+figure is the median over ``--repeats`` steps after a warm-up, the three
+implementations timed in rotation so that background load hits them alike. Prints a Markdown
 table with the ratio of lrlib's time to torch's single-tensor (foreach=False) and
 multi-tensor (foreach=True) implementations.
 """
@@ -10,6 +11,7 @@ multi-tensor (foreach=True) implementations.
 from __future__ import annotations
 
 import argparse
+import copy
 import statistics
 import time
 from functools import partial
@@ -29,22 +31,30 @@ SETTINGS = {
 }
 
 
-def time_steps(make_optimizer, model: torch.nn.Module, repeats: int, device: torch.device) -> float:
-    optimizer = make_optimizer(model.parameters())
+def time_interleaved(makers: dict, model: torch.nn.Module, repeats: int,
+                     device: torch.device) -> dict[str, float]:
+    """Median seconds per ``step()`` for each optimizer, measured in rotation so that
+    background noise hits all of them alike. Each gets its own copy of the model."""
     gen = torch.Generator().manual_seed(0)
-    for p in model.parameters():
-        p.grad = (1e-3 * torch.randn(p.shape, generator=gen)).to(device)
-    times = []
+    grads = [(1e-3 * torch.randn(p.shape, generator=gen)).to(device) for p in model.parameters()]
+    optimizers = {}
+    for name, make in makers.items():
+        twin = copy.deepcopy(model)
+        for p, g in zip(twin.parameters(), grads):
+            p.grad = g.clone()
+        optimizers[name] = make(twin.parameters())
+    times: dict[str, list[float]] = {name: [] for name in makers}
     for i in range(repeats + 10):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        optimizer.step()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        if i >= 10:  # the first steps allocate state
-            times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        for name, optimizer in optimizers.items():
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            optimizer.step()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            if i >= 10:  # the first steps allocate state
+                times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def main() -> None:
@@ -62,11 +72,12 @@ def main() -> None:
     print("|---|---|---|---|---|---|")
     for name, settings in SETTINGS.items():
         mine, theirs = getattr(ours, name), getattr(torch.optim, name)
-        t_ours = time_steps(partial(mine, **settings), model, args.repeats, device)
-        t_loop = time_steps(partial(theirs, foreach=False, **settings), model, args.repeats, device)
-        t_multi = time_steps(partial(theirs, foreach=True, **settings), model, args.repeats, device)
-        print(f"| {name} | {1e3 * t_ours:.3f} | {1e3 * t_loop:.3f} | {1e3 * t_multi:.3f} "
-              f"| {t_ours / t_loop:.2f} | {t_ours / t_multi:.2f} |")
+        t = time_interleaved({"lrlib": partial(mine, **settings),
+                              "loop": partial(theirs, foreach=False, **settings),
+                              "foreach": partial(theirs, foreach=True, **settings)},
+                             model, args.repeats, device)
+        print(f"| {name} | {1e3 * t['lrlib']:.3f} | {1e3 * t['loop']:.3f} | {1e3 * t['foreach']:.3f} "
+              f"| {t['lrlib'] / t['loop']:.2f} | {t['lrlib'] / t['foreach']:.2f} |")
 
 
 if __name__ == "__main__":
