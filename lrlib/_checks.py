@@ -28,6 +28,22 @@ def check_positive(name: str, value: object) -> float:
     return value
 
 
+def check_nonnegative(name: str, value: object) -> float:
+    """A finite real number >= 0."""
+    value = check_real(name, value)
+    if value < 0:
+        raise ValueError(f"{name} must be >= 0, got {value!r}")
+    return value
+
+
+def check_unit_interval(name: str, value: object) -> float:
+    """A real number in [0, 1) (a decay rate such as Adam's betas)."""
+    value = check_real(name, value)
+    if not 0.0 <= value < 1.0:
+        raise ValueError(f"{name} must be in [0, 1), got {value!r}")
+    return value
+
+
 def check_int(name: str, value: object, minimum: int = 0) -> int:
     """An integer >= ``minimum`` (bools are refused)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
