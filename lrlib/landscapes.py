@@ -305,6 +305,11 @@ class Trajectory:
 _OVERFLOW = 1e150  # well below float64's 1e308, so squaring an iterate cannot overflow first
 
 
+def _blown_up(point: np.ndarray, loss: float) -> bool:
+    """The run has diverged: an iterate or the loss is not finite, or the loss passed _OVERFLOW."""
+    return not (np.all(np.isfinite(point)) and math.isfinite(loss) and abs(loss) < _OVERFLOW)
+
+
 def gradient_descent(problem: Problem, x0: Sequence[float] | np.ndarray, lr: float, steps: int) -> Trajectory:
     """Plain gradient descent :math:`x_{t+1} = x_t - \\eta \\nabla L(x_t)` on a surface.
 
@@ -332,7 +337,7 @@ def gradient_descent(problem: Problem, x0: Sequence[float] | np.ndarray, lr: flo
     with np.errstate(all="ignore"):
         for t in range(steps + 1):
             loss = float(problem.value(x))
-            if not (np.all(np.isfinite(x)) and math.isfinite(loss) and abs(loss) < _OVERFLOW):
+            if _blown_up(x, loss):
                 diverged_at = t
                 break
             points[t], losses[t] = x, loss
@@ -373,7 +378,7 @@ def optimize(problem: Problem, make_optimizer, x0: Sequence[float] | np.ndarray,
         with torch.no_grad():
             loss = float(problem.value(x))
             point = x.detach().numpy().copy()
-        if not (np.all(np.isfinite(point)) and math.isfinite(loss) and abs(loss) < _OVERFLOW):
+        if _blown_up(point, loss):
             diverged_at = t
             break
         points[t], losses[t] = point, loss

@@ -146,11 +146,12 @@ def _fraction(name: str, value: float, low: float = 0.0, high: float = 1.0) -> f
     return value
 
 
-def _min_lr(min_lr: float, lr: float) -> float:
-    min_lr = check_real("min_lr", min_lr)
-    if not 0 <= min_lr <= lr:
-        raise ValueError(f"min_lr must be in [0, lr={lr}], got {min_lr}")
-    return min_lr
+def _floor(name: str, value: float, lr: float) -> float:
+    """A lowest rate (min_lr, end_lr): a real number in [0, lr]."""
+    value = check_real(name, value)
+    if not 0 <= value <= lr:
+        raise ValueError(f"{name} must be in [0, lr={lr}], got {value}")
+    return value
 
 
 # --- factories ---------------------------------------------------------------------------------
@@ -225,7 +226,7 @@ def cosine(lr: float, total_steps: int, min_lr: float = 0.0) -> Schedule:
     [1.0, 0.6, 0.2, 0.2]
     """
     lr, T = _lr("lr", lr), _steps("total_steps", total_steps)
-    min_lr = _min_lr(min_lr, lr)
+    min_lr = _floor("min_lr", min_lr, lr)
 
     def curve(t: np.ndarray) -> np.ndarray:
         progress = np.minimum(t, T) / T
@@ -245,9 +246,7 @@ def polynomial(lr: float, total_steps: int, power: float = 1.0, end_lr: float = 
     """
     lr, T = _lr("lr", lr), _steps("total_steps", total_steps)
     power = check_positive("power", power)
-    end_lr = check_real("end_lr", end_lr)
-    if not 0 <= end_lr <= lr:
-        raise ValueError(f"end_lr must be in [0, lr={lr}], got {end_lr}")
+    end_lr = _floor("end_lr", end_lr, lr)
     return Schedule("polynomial", lambda t: end_lr + (lr - end_lr) * (1 - np.minimum(t, T) / T) ** power,
                     {"lr": lr, "total_steps": T, "power": power, "end_lr": end_lr}, lr)
 
@@ -367,7 +366,7 @@ def sgdr(lr: float, T_0: int, T_mult: int = 1, min_lr: float = 0.0) -> Schedule:
     [1.0, 0.5, 1.0, 0.854, 0.5, 0.146, 1.0]
     """
     lr, T_0, T_mult = _lr("lr", lr), _steps("T_0", T_0), _steps("T_mult", T_mult)
-    min_lr = _min_lr(min_lr, lr)
+    min_lr = _floor("min_lr", min_lr, lr)
 
     def curve(t: np.ndarray) -> np.ndarray:
         if T_mult == 1:
@@ -426,7 +425,7 @@ def warmup_cosine(lr: float, warmup_steps: int, total_steps: int, min_lr: float 
     lr, W, T = _lr("lr", lr), _steps("warmup_steps", warmup_steps, 0), _steps("total_steps", total_steps)
     if W > T:
         raise ValueError(f"warmup_steps must be <= total_steps={T}, got {W}")
-    min_lr = _min_lr(min_lr, lr)
+    min_lr = _floor("min_lr", min_lr, lr)
     rate = min_lr / lr
 
     def curve(t: np.ndarray) -> np.ndarray:
@@ -484,7 +483,7 @@ def wsd(lr: float, warmup_steps: int, stable_steps: int, decay_steps: int, min_l
     W = _steps("warmup_steps", warmup_steps, 0)
     S = _steps("stable_steps", stable_steps, 0)
     D = _steps("decay_steps", decay_steps, 0)
-    min_lr = _min_lr(min_lr, lr)
+    min_lr = _floor("min_lr", min_lr, lr)
     shapes = ("linear", "cosine", "1-sqrt")
     decay = _choice("decay", decay, shapes)
     warmup_shape = _choice("warmup_shape", warmup_shape, shapes)
