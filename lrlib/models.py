@@ -7,6 +7,7 @@ digits from :mod:`lrlib.data` to measure how big one step is.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -159,3 +160,114 @@ class TinyTransformer(nn.Module):
         positions = torch.arange(tokens.shape[1], device=tokens.device)
         h = self.token_embedding(tokens) + self.position_embedding(positions)
         return self.head(self.layers(h))
+
+
+class TransformerBlock(nn.Module):
+    """One transformer encoder layer, written out so that every operation is visible.
+
+    Post-norm (the 2017 original, ``norm_first=False``) normalises *after* adding
+    each branch to the residual stream; pre-norm (GPT-2 on, ``norm_first=True``)
+    normalises the input of each branch and leaves the residual stream untouched:
+
+    .. math::
+
+        \\text{post: } h = \\mathrm{LN}(x + \\mathrm{Attn}(x)),\\ y = \\mathrm{LN}(h + \\mathrm{MLP}(h))
+        \\qquad
+        \\text{pre: } h = x + \\mathrm{Attn}(\\mathrm{LN}(x)),\\ y = h + \\mathrm{MLP}(\\mathrm{LN}(h))
+
+    It computes what ``torch.nn.TransformerEncoderLayer`` (dropout 0, ReLU) computes
+    with the same weights, and has exactly the per-layer count of
+    :func:`transformer_param_count`. Unlike the fused PyTorch layer, it runs under
+    ``torch.func.vmap``, so many copies train as one batched model. Chapter 5
+    (*Warmup*) compares the two norm placements.
+
+    Args:
+        d_model: width :math:`d`, divisible by ``n_heads``.
+        n_heads: attention heads.
+        d_ff: MLP hidden width (default ``4 * d_model``).
+        norm_first: pre-norm (True) or post-norm (False).
+        bias: biases in the linear layers and LayerNorms.
+    """
+
+    def __init__(self, d_model: int, n_heads: int, d_ff: int | None = None, *, norm_first: bool = True,
+                 bias: bool = True):
+        super().__init__()
+        check_int("d_model", d_model, 1)
+        check_int("n_heads", n_heads, 1)
+        if d_model % n_heads:
+            raise ValueError(f"d_model must be divisible by n_heads={n_heads}, got {d_model}")
+        d_ff = 4 * d_model if d_ff is None else check_int("d_ff", d_ff, 1)
+        self.n_heads, self.norm_first = n_heads, bool(norm_first)
+        self.qkv = nn.Linear(d_model, 3 * d_model, bias=bias)  # W_Q, W_K, W_V stacked
+        self.proj = nn.Linear(d_model, d_model, bias=bias)  # W_O
+        self.ff_in = nn.Linear(d_model, d_ff, bias=bias)
+        self.ff_out = nn.Linear(d_ff, d_model, bias=bias)
+        self.norm1 = nn.LayerNorm(d_model, bias=bias)
+        self.norm2 = nn.LayerNorm(d_model, bias=bias)
+
+    def attention(self, x: torch.Tensor) -> torch.Tensor:
+        batch, length, d = x.shape
+        head = d // self.n_heads
+        q, k, v = self.qkv(x).view(batch, length, 3, self.n_heads, head).permute(2, 0, 3, 1, 4)
+        weights = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(head), dim=-1)
+        return self.proj((weights @ v).transpose(1, 2).reshape(batch, length, d))
+
+    def mlp(self, x: torch.Tensor) -> torch.Tensor:
+        return self.ff_out(torch.relu(self.ff_in(x)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.norm_first:
+            x = x + self.attention(self.norm1(x))
+            return x + self.mlp(self.norm2(x))
+        x = self.norm1(x + self.attention(x))
+        return self.norm2(x + self.mlp(x))
+
+
+class TransformerClassifier(nn.Module):
+    """A tiny transformer that classifies a sequence of feature vectors.
+
+    Each of the ``seq_len`` input vectors (for the digits, one 8-pixel row of the
+    image) is a token: a linear embedding plus a learned position embedding, then
+    ``n_layers`` :class:`TransformerBlock` s, a mean over the tokens and a linear head.
+    A pre-norm stack ends with a LayerNorm (as GPT-2 does), because its residual
+    stream is never normalised otherwise. The parameter count is
+    ``transformer_param_count(d, d_ff, n_layers)`` plus :meth:`extra_parameters`.
+
+    Args:
+        in_features: width of one input token (8 for digit rows).
+        seq_len: tokens per sequence (8 rows).
+        n_classes: outputs (10 digits).
+        d_model, n_heads, d_ff, n_layers: the stack's shape.
+        norm_first: pre-norm (True, default) or post-norm (False).
+
+    Example:
+        >>> m = TransformerClassifier(8, 8, 10, d_model=32, n_heads=4, n_layers=2)
+        >>> m(torch.zeros(5, 8, 8)).shape
+        torch.Size([5, 10])
+        >>> count_parameters(m) == transformer_param_count(32, 128, 2) + m.extra_parameters()
+        True
+    """
+
+    def __init__(self, in_features: int = 8, seq_len: int = 8, n_classes: int = 10, *, d_model: int = 32,
+                 n_heads: int = 4, d_ff: int | None = None, n_layers: int = 2, norm_first: bool = True):
+        super().__init__()
+        self.in_features = check_int("in_features", in_features, 1)
+        self.seq_len = check_int("seq_len", seq_len, 1)
+        self.n_classes = check_int("n_classes", n_classes, 1)
+        check_int("n_layers", n_layers, 1)
+        self.embed = nn.Linear(in_features, d_model)
+        self.position = nn.Parameter(torch.randn(seq_len, d_model) * 0.02)
+        self.blocks = nn.Sequential(*(TransformerBlock(d_model, n_heads, d_ff, norm_first=norm_first)
+                                      for _ in range(n_layers)))
+        self.final_norm = nn.LayerNorm(d_model) if norm_first else nn.Identity()
+        self.head = nn.Linear(d_model, n_classes)
+
+    def extra_parameters(self) -> int:
+        """Parameters outside the stack: embeddings, final norm (pre-norm only), head."""
+        d = self.embed.out_features
+        norm = 2 * d if isinstance(self.final_norm, nn.LayerNorm) else 0
+        return (self.in_features + 1) * d + self.seq_len * d + norm + (d + 1) * self.n_classes
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.embed(x.reshape(-1, self.seq_len, self.in_features)) + self.position
+        return self.head(self.final_norm(self.blocks(h)).mean(dim=1))

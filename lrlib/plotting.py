@@ -8,6 +8,7 @@ Plot helpers take ``ax=None`` (a new figure) and return the axes.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 
 import matplotlib as mpl
@@ -162,3 +163,42 @@ def plot_descent_2d(
     ax.set_xlabel(r"$\theta_1$")
     ax.set_ylabel(r"$\theta_2$")
     return ax
+
+
+def plot_seed_spread(
+    x: Sequence[float] | np.ndarray,
+    values: np.ndarray,
+    ax: Axes | None = None,
+    *,
+    label: str | None = None,
+    show_seeds: bool = True,
+    **line_kwargs,
+) -> Axes:
+    """The mean over seeds as a line, each seed as a dot, the min-max range as a band.
+
+    Every comparison over seeds in the book (chapter 5 on) is drawn this way, so
+    the spread is always in view next to the mean.
+
+    Args:
+        x: the shared x values, length ``n``.
+        values: shape ``(n, n_seeds)``; NaN (a diverged run) is left out of the
+            mean and drawn nowhere.
+        ax: axes to draw on (default: a new figure).
+        label: legend entry for the mean line.
+        show_seeds: draw each seed's value as a dot (turn off for long curves).
+        line_kwargs: passed to ``ax.plot`` for the mean line (default marker ``"o"``).
+    """
+    ax = _axes(ax)
+    x = np.asarray(x, dtype=float)
+    values = np.asarray(values, dtype=float).reshape(len(x), -1)
+    with warnings.catch_warnings():  # an all-NaN column (every seed diverged) is expected here
+        warnings.simplefilter("ignore", RuntimeWarning)
+        mean = np.nanmean(values, axis=1)
+        low, high = np.nanmin(values, axis=1), np.nanmax(values, axis=1)
+    (line,) = ax.plot(x, mean, label=label, **{"marker": "o", **line_kwargs})
+    ax.fill_between(x, low, high, color=line.get_color(), alpha=0.15, linewidth=0)
+    if show_seeds:
+        ax.plot(np.repeat(x, values.shape[1]), values.ravel(), linestyle="none", marker=".",
+                color=line.get_color(), alpha=0.6)
+    return ax
+

@@ -16,6 +16,7 @@ import torch
 
 from lrlib._checks import check_int
 from lrlib.landscapes import sharpness as _sharpness
+from lrlib.update import global_norm
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -26,12 +27,17 @@ class TrainingRun:
 
     After divergence the remaining losses are NaN and ``diverged_at`` is the first
     step whose loss was not finite. ``sharpness`` holds ``(step, top Hessian eigenvalue)``
-    pairs when it was measured.
+    pairs when it was measured. With ``track_norms=N`` (chapter 5), ``grad_norms[t]``
+    is :math:`\\|g_t\\|` and ``update_norms[t]`` is :math:`\\|\\theta_{t+1}-\\theta_t\\| / \\|\\theta_t\\|`
+    for the first N steps; ``lrs[t]`` is the first param group's rate used at step ``t``.
     """
 
     losses: np.ndarray
     diverged_at: int | None = None
     sharpness: list[tuple[int, float]] = field(default_factory=list)
+    grad_norms: np.ndarray | None = None
+    update_norms: np.ndarray | None = None
+    lrs: np.ndarray | None = None
 
     @property
     def diverged(self) -> bool:
@@ -67,6 +73,8 @@ def train(
     sharpness_every: int = 0,
     sharpness_batch: tuple[torch.Tensor, torch.Tensor] | None = None,
     sharpness_iters: int = 20,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+    track_norms: int = 0,
 ) -> TrainingRun:
     """Train ``model`` in place, one optimizer step per batch, and record the losses.
 
@@ -79,13 +87,21 @@ def train(
         sharpness_every: measure the sharpness every this many steps (0: never).
         sharpness_batch: the batch whose Hessian is measured (default: the current one).
         sharpness_iters: power iterations per measurement.
+        scheduler: stepped once after every optimizer step (chapter 5 on).
+        track_norms: record the gradient norm and the relative update size of the
+            first this many steps (0: none; each costs a copy of the weights).
 
     Returns:
         A :class:`TrainingRun`. Training stops at the first non-finite loss.
     """
     sharpness_every = check_int("sharpness_every", sharpness_every, minimum=0)
+    track_norms = check_int("track_norms", track_norms, minimum=0)
     losses: list[float] = []
+    lrs: list[float] = []
+    grad_norms: list[float] = []
+    update_norms: list[float] = []
     measured: list[tuple[int, float]] = []
+    params = [p for group in optimizer.param_groups for p in group["params"]]
     diverged_at = None
     model.train()
     for t, (inputs, targets) in enumerate(batches):
@@ -98,13 +114,29 @@ def train(
             diverged_at = t
             break
         losses.append(value)
+        lrs.append(optimizer.param_groups[0]["lr"])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if t < track_norms:
+            before = [p.detach().clone() for p in params]
+            grad_norms.append(global_norm(p.grad for p in params if p.grad is not None))
         optimizer.step()
+        if t < track_norms:
+            step = global_norm(p.detach() - b for p, b in zip(params, before))
+            update_norms.append(step / global_norm(before))
+        if scheduler is not None:
+            scheduler.step()
     n_total = len(losses) + (0 if diverged_at is None else _remaining(batches, len(losses)))
-    out = np.full(n_total, np.nan)
-    out[: len(losses)] = losses
-    return TrainingRun(out, diverged_at, measured)
+    return TrainingRun(_padded(losses, n_total), diverged_at, measured,
+                       grad_norms=np.array(grad_norms) if track_norms else None,
+                       update_norms=np.array(update_norms) if track_norms else None,
+                       lrs=_padded(lrs, n_total))
+
+
+def _padded(values: list[float], n: int) -> np.ndarray:
+    out = np.full(n, np.nan)
+    out[: len(values)] = values
+    return out
 
 
 def _remaining(batches: Iterable, done: int) -> int:

@@ -3,7 +3,16 @@
 import pytest
 import torch
 
-from lrlib.models import MLP, TinyTransformer, count_parameters, transformer_param_count
+from lrlib.models import (
+    MLP,
+    TinyTransformer,
+    TransformerBlock,
+    TransformerClassifier,
+    count_parameters,
+    transformer_param_count,
+)
+
+from .conftest import devices
 
 
 @pytest.mark.parametrize("d,d_ff,heads", [(1, 1, 1), (16, 40, 2), (64, 256, 4), (96, 100, 3)])
@@ -69,3 +78,87 @@ def test_models_reject_bad_sizes():
         TinyTransformer(10, d_model=16, n_heads=3)
     with pytest.raises(ValueError, match="hidden must be >= 1"):
         MLP(4, (0,), 2)
+
+
+# --- TransformerBlock and TransformerClassifier (chapter 5) -------------------------------------
+
+def _reference_layer(block: TransformerBlock, d: int, heads: int, d_ff: int, bias: bool) -> torch.nn.Module:
+    """torch's fused layer holding the block's weights: the oracle for what a block computes."""
+    ref = torch.nn.TransformerEncoderLayer(d, heads, d_ff, dropout=0.0, batch_first=True,
+                                           norm_first=block.norm_first, bias=bias)
+    pairs = [(ref.self_attn.in_proj_weight, block.qkv.weight),
+             (ref.self_attn.out_proj.weight, block.proj.weight),
+             (ref.linear1.weight, block.ff_in.weight), (ref.linear2.weight, block.ff_out.weight),
+             (ref.norm1.weight, block.norm1.weight), (ref.norm2.weight, block.norm2.weight)]
+    if bias:
+        pairs += [(ref.self_attn.in_proj_bias, block.qkv.bias),
+                  (ref.self_attn.out_proj.bias, block.proj.bias),
+                  (ref.linear1.bias, block.ff_in.bias), (ref.linear2.bias, block.ff_out.bias),
+                  (ref.norm1.bias, block.norm1.bias), (ref.norm2.bias, block.norm2.bias)]
+    with torch.no_grad():
+        for theirs, ours in pairs:
+            ours.normal_(0, 0.3)  # non-trivial LayerNorm gains and biases too
+            theirs.copy_(ours)
+    return ref
+
+
+@pytest.mark.parametrize("norm_first", [True, False])
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("d,heads,d_ff", [(16, 4, 40), (24, 3, 24)])
+def test_block_computes_what_torch_encoder_layer_computes(norm_first, bias, d, heads, d_ff):
+    torch.manual_seed(0)
+    block = TransformerBlock(d, heads, d_ff, norm_first=norm_first, bias=bias)
+    ref = _reference_layer(block, d, heads, d_ff, bias)
+    x = torch.randn(5, 7, d, requires_grad=True)
+    ours, theirs = block(x), ref(x)
+    torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-5)  # float32 reassociation
+    g_ours, = torch.autograd.grad(ours.square().sum(), x)
+    g_theirs, = torch.autograd.grad(theirs.square().sum(), x)
+    torch.testing.assert_close(g_ours, g_theirs, rtol=1e-4, atol=1e-5)
+    assert transformer_param_count(d, d_ff, bias=bias) == count_parameters(block) == count_parameters(ref)
+
+
+@pytest.mark.parametrize("norm_first", [True, False])
+@pytest.mark.parametrize("n_layers,d,d_ff", [(1, 8, 8), (6, 32, None), (3, 64, 96)])
+def test_classifier_is_formula_plus_embeddings_and_head(norm_first, n_layers, d, d_ff):
+    m = TransformerClassifier(8, 8, 10, d_model=d, n_heads=4, d_ff=d_ff, n_layers=n_layers,
+                              norm_first=norm_first)
+    f = 4 * d if d_ff is None else d_ff
+    by_hand = (8 * d + d) + 8 * d + (2 * d if norm_first else 0) + (d * 10 + 10)
+    assert m.extra_parameters() == by_hand
+    assert count_parameters(m) == transformer_param_count(d, f, n_layers) + by_hand
+
+
+@pytest.mark.parametrize("device", devices())
+@pytest.mark.parametrize("norm_first", [True, False])
+def test_classifier_shapes_and_determinism(device, norm_first):
+    x = torch.randn(6, 64, device=device)
+
+    def seeded(seed):
+        torch.manual_seed(seed)
+        return TransformerClassifier(norm_first=norm_first).to(device)
+
+    out = seeded(3)(x)
+    assert out.shape == (6, 10) and out.device.type == device
+    assert torch.equal(out, seeded(3)(x))  # same seed, same model
+    assert torch.equal(out, seeded(3)(x.view(6, 8, 8)))  # flat digits are read as 8 rows of 8 pixels
+    assert not torch.allclose(out, seeded(4)(x))
+
+
+def test_post_norm_output_of_every_block_is_normalised():
+    torch.manual_seed(0)
+    block = TransformerBlock(16, 4, norm_first=False)
+    y = block(torch.randn(3, 5, 16) * 10)
+    torch.testing.assert_close(y.mean(-1), torch.zeros(3, 5), atol=1e-5, rtol=0)
+    pre = TransformerBlock(16, 4, norm_first=True)
+    x = torch.randn(3, 5, 16) * 10
+    assert pre(x).std(-1).mean() > 5  # pre-norm leaves the residual stream's scale alone
+
+
+def test_block_and_classifier_reject_bad_sizes():
+    with pytest.raises(ValueError, match="d_model must be divisible by n_heads=3, got 16"):
+        TransformerBlock(16, 3)
+    with pytest.raises(ValueError, match="n_layers must be >= 1"):
+        TransformerClassifier(n_layers=0)
+    with pytest.raises(ValueError, match="seq_len must be >= 1"):
+        TransformerClassifier(seq_len=0)

@@ -9,6 +9,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 from lrlib import plotting  # noqa: E402
+from lrlib.plotting import plot_seed_spread  # noqa: E402
 from lrlib.update import descend  # noqa: E402
 
 OKABE_ITO = {"#000000", "#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "#CC79A7"}
@@ -58,3 +59,18 @@ def test_descent_2d_uses_given_axes():
     labels = [line.get_label() for line in ax.lines]
     assert labels == ["run", "minimum"]
     assert ax.get_xlabel() and ax.get_ylabel()
+
+
+def test_seed_spread_draws_mean_band_and_seeds_and_skips_nan():
+    values = np.array([[1.0, 2.0, 3.0], [2.0, np.nan, 4.0], [np.nan, np.nan, np.nan]])
+    ax = plot_seed_spread([1, 2, 3], values, label="runs")
+    mean_line, dots = ax.lines
+    np.testing.assert_allclose(mean_line.get_ydata(), [2.0, 3.0, np.nan])
+    assert mean_line.get_label() == "runs" and mean_line.get_marker() == "o"
+    assert len(dots.get_xdata()) == 9 and dots.get_linestyle() == "None"
+    band = ax.collections[0].get_paths()[0].vertices
+    assert band[:, 1].min() == 1.0 and np.nanmax(band[:, 1]) == 4.0
+    plt.close(ax.figure)
+    ax = plot_seed_spread([0, 1], np.ones((2, 4)), show_seeds=False, marker=None)
+    assert len(ax.lines) == 1 and ax.lines[0].get_marker() in (None, "None", "")
+    plt.close(ax.figure)

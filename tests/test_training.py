@@ -55,3 +55,37 @@ def test_smoothed_is_a_running_mean():
     assert np.isnan(run.smoothed(2)[3])
     with pytest.raises(ValueError, match="window must be >= 1"):
         run.smoothed(0)
+
+
+def test_scheduler_is_stepped_after_every_update_and_the_rates_recorded():
+    from lrlib.schedules import warmup_cosine
+
+    net, opt, batches = _setup(0.1, steps=12)
+    schedule = warmup_cosine(0.1, 4, 12)
+    run = train(net, opt, batches, torch.nn.functional.mse_loss, scheduler=schedule.attach(opt))
+    np.testing.assert_allclose(run.lrs, schedule(np.arange(12)), rtol=1e-12)
+    assert opt.param_groups[0]["lr"] == pytest.approx(schedule(12))
+
+
+def test_tracked_norms_are_the_gradient_and_the_relative_step():
+    net, opt, batches = _setup(0.05, steps=6)
+    twin = [p.detach().clone() for p in net.parameters()]
+    run = train(net, opt, batches, torch.nn.functional.mse_loss, track_norms=3)
+    assert run.grad_norms.shape == run.update_norms.shape == (3,)
+    # SGD without momentum: the step is exactly lr * gradient, so the two must agree
+    norm0 = torch.cat([p.flatten() for p in twin]).double().norm().item()
+    assert run.update_norms[0] == pytest.approx(0.05 * run.grad_norms[0] / norm0, rel=1e-5)
+    x, y = batches[0]
+    ref = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 1))
+    with torch.no_grad():
+        for p, q in zip(ref.parameters(), twin):
+            p.copy_(q)
+    torch.nn.functional.mse_loss(ref(x), y).backward()
+    by_hand = torch.cat([p.grad.flatten() for p in ref.parameters()]).double().norm().item()
+    assert run.grad_norms[0] == pytest.approx(by_hand, rel=1e-6)
+    assert train(*_setup(0.05, steps=2), torch.nn.functional.mse_loss).grad_norms is None
+
+
+def test_track_norms_rejects_negative():
+    with pytest.raises(ValueError, match="track_norms must be >= 0"):
+        train(*_setup(0.1, 2), torch.nn.functional.mse_loss, track_norms=-1)

@@ -1,0 +1,113 @@
+"""lrlib.trials: a trial is a pure function of its config, wherever it runs."""
+
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+import torch
+
+from lrlib.schedules import warmup_cosine
+from lrlib.trials import DigitsTrial, results_frame, run_trial, run_trials, select, worker_pool
+
+from .conftest import devices
+
+SMALL = {"steps": 8, "batch_size": 16, "n_layers": 2, "d_model": 16}
+
+
+def test_same_trial_same_numbers_and_the_schedule_is_followed():
+    args = {"warmup_steps": 3, "total_steps": 8}
+    trial = DigitsTrial(1e-2, "warmup_cosine", args, **SMALL)
+    a, b = run_trial(trial), run_trial(trial)
+    np.testing.assert_array_equal(a.run.losses, b.run.losses)
+    assert a.test_loss == b.test_loss and 0 <= a.test_accuracy <= 1
+    np.testing.assert_allclose(a.run.lrs, warmup_cosine(1e-2, 3, 8)(np.arange(8)), rtol=1e-12)
+    other = run_trial(DigitsTrial(1e-2, "warmup_cosine", args, seed=1, **SMALL))
+    assert not np.array_equal(a.run.losses, other.run.losses)
+
+
+def test_a_trial_is_the_loop_it_describes():
+    """Oracle: the same training written out with torch alone."""
+    from lrlib.data import load_digits, minibatches
+    from lrlib.models import TransformerClassifier
+
+    trial = DigitsTrial(3e-3, "constant", steps=6, batch_size=16, n_layers=2, d_model=16, seed=5)
+    result = run_trial(trial)
+    data = load_digits(seed=0)
+    torch.manual_seed(5)
+    model = TransformerClassifier(8, 8, 10, d_model=16, n_layers=2, norm_first=False)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    losses = []
+    for x, y in minibatches(data.x_train, data.y_train, 16, steps=6, seed=5):
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        losses.append(loss.item())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    np.testing.assert_allclose(result.run.losses, losses, rtol=1e-6)
+    with torch.no_grad():
+        expected = torch.nn.functional.cross_entropy(model.eval()(data.x_test), data.y_test).item()
+    assert result.test_loss == pytest.approx(expected, rel=1e-6)
+
+
+@pytest.mark.parametrize("optimizer,cls", [("adam", torch.optim.Adam), ("radam", torch.optim.RAdam),
+                                           ("sgd", torch.optim.SGD)])
+def test_optimizer_names(optimizer, cls):
+    trial = DigitsTrial(0.01, optimizer=optimizer, model="mlp", hidden=(8,), momentum=0.5)
+    opt = trial.build_optimizer(trial.build_model())
+    assert type(opt) is cls and opt.param_groups[0]["lr"] == 0.01
+    if optimizer == "sgd":
+        assert opt.param_groups[0]["momentum"] == 0.5
+
+
+def test_tracking_norms_and_mlp_trials():
+    result = run_trial(DigitsTrial(0.05, model="mlp", optimizer="sgd", steps=5, track_norms=3))
+    assert result.run.grad_norms.shape == (3,) and np.all(result.run.update_norms > 0)
+
+
+def test_worker_pool_gives_the_results_of_this_process_in_order():
+    trials = [DigitsTrial(lr, "cosine", {"total_steps": 8}, **SMALL) for lr in (1e-3, 3e-3, 1e-2)]
+    here = run_trials(trials)
+    with worker_pool(2) as pool:
+        there = run_trials(trials, executor=pool)
+    assert [r.trial.lr for r in there] == [1e-3, 3e-3, 1e-2]
+    for a, b in zip(here, there):  # one thread there, two here: float32 sums may reassociate
+        np.testing.assert_allclose(a.run.losses, b.run.losses, rtol=1e-5)
+    with ThreadPoolExecutor(2) as threads:
+        assert [r.trial for r in run_trials(trials, executor=threads)] == trials
+
+
+@pytest.mark.parametrize("device", devices())
+def test_trial_runs_on_device(device):
+    result = run_trial(DigitsTrial(1e-3, device=device, **SMALL))
+    assert np.isfinite(result.run.losses).all()
+
+
+def test_results_frame_and_select():
+    trials = [DigitsTrial(lr, "warmup_cosine", {"warmup_steps": w, "total_steps": 8}, **SMALL)
+              for lr in (1e-3, 1e-2) for w in (0, 2)]
+    results = run_trials(trials)
+    frame = results_frame(results)
+    assert len(frame) == 4
+    assert {"lr", "warmup_steps", "total_steps", "test_loss", "test_accuracy", "final_train_loss",
+            "diverged", "seconds"} <= set(frame.columns)
+    assert frame.warmup_steps.tolist() == [0, 2, 0, 2]
+    picked = select(results, lr=1e-2, warmup_steps=2)
+    assert [r.trial for r in picked] == [trials[3]]
+    with pytest.raises(ValueError, match="unknown trial field 'warmup'"):
+        select(results, warmup=2)
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"lr": 0.0}, "lr must be > 0"),
+    ({"lr": 1e-3, "model": "cnn"}, "model must be one of"),
+    ({"lr": 1e-3, "optimizer": "lamb"}, "optimizer must be one of"),
+    ({"lr": 1e-3, "schedule": "inverse_sqrt"}, "schedule must be one of"),
+    ({"lr": 1e-3, "schedule": "warmup_cosine", "schedule_args": {"warmup_steps": 9, "total_steps": 8}},
+     "warmup_steps must be <= total_steps=8, got 9"),
+    ({"lr": 1e-3, "steps": 0}, "steps must be >= 1"),
+])
+def test_bad_trials_are_rejected_where_they_are_built(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        DigitsTrial(**kwargs)
+    with pytest.raises(ValueError, match="workers must be >= 1"):
+        run_trials([], workers=0)
