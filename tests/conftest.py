@@ -110,13 +110,15 @@ class ExerciseCells:
     def __init__(self, assignment: str):
         nb = nbformat.read(solution_notebook(assignment), as_version=4)
         self.cells = {c.metadata["nbgrader"]["grade_id"]: c.source for c in nb.cells}
+        # answers and the locked code cells that give data, in notebook order (setup and tests excluded)
         self.answers = [c.metadata["nbgrader"]["grade_id"] for c in nb.cells
-                        if c.metadata["nbgrader"].get("solution")]
+                        if c.cell_type == "code" and not c.metadata["nbgrader"].get("grade")
+                        and c.metadata["nbgrader"]["grade_id"] not in ("setup", "parameters")]
         self.tests = [c.metadata["nbgrader"]["grade_id"] for c in nb.cells
                       if c.metadata["nbgrader"].get("grade")]
 
     def namespace(self, **wrong) -> dict:
-        """Run the setup and every solution cell, then swap in the wrong answers given."""
+        """Run the setup and every other code cell but the tests, then swap in the wrong answers given."""
         ns: dict = {"DEVICE": "cpu"}
         exec(self.cells["setup"], ns)
         for part in self.answers:
