@@ -2,7 +2,9 @@
 
 The 8x8 handwritten digits bundled with scikit-learn (1,797 images, 10 classes)
 are the course's default data set: real, tiny, and nothing is downloaded.
-First used in chapter 1 (*The update rule*).
+First used in chapter 1 (*The update rule*). Chapter 5 (*Warmup*) reads each image
+as a sequence of eight tokens, its pixel rows (``x.view(-1, 8, 8)``), which
+:class:`lrlib.models.TransformerClassifier` does by itself.
 """
 
 from __future__ import annotations

@@ -2,7 +2,9 @@
 
 Chapter 1 (*The update rule*) counts a transformer's parameters by formula and
 checks the count against :class:`TinyTransformer`; it trains :class:`MLP` on the
-digits from :mod:`lrlib.data` to measure how big one step is.
+digits from :mod:`lrlib.data` to measure how big one step is. Chapter 5 (*Warmup*)
+trains :class:`TransformerClassifier`, pre-norm and post-norm, on the digits read
+as sequences of pixel rows.
 """
 
 from __future__ import annotations

@@ -38,7 +38,8 @@ def best_seed_instead_of_worst(results, tolerance=0.1):
 MISTAKES = [
     ("test-with_warmup", {"with_warmup": warmup_without_restart}, "schedule(t - W)"),
     ("test-make_recipe", {"make_recipe": the_notes_recipe}, "total_steps - warmup_steps"),
-    ("test-adam_first", {"adam_first_update": lambda g, lr, eps=1e-8: -lr * g}, "whatever the gradient's size"),
+    ("test-adam_first", {"adam_first_update": lambda g, lr, eps=1e-8: -lr * g},
+     "whatever the gradient's size"),
     ("test-adam_first", {"first_step_norm": lambda lr, n: lr * n}, "lr * sqrt(N)"),
     ("test-shortest_sufficient_warmup", {"shortest_sufficient_warmup": best_seed_instead_of_worst},
      "worst seed"),
