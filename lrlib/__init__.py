@@ -9,6 +9,7 @@ Each module backs one chapter and says which in its docstring:
   recording training loop (chapter 2).
 - :mod:`lrlib.optim`: SGD, Adagrad, RMSprop, Adam, AdamW written out (chapter 3).
 - :mod:`lrlib.schedules`: learning-rate schedules as pure functions of the step (chapter 4).
+- :mod:`lrlib.finder`: the learning-rate range test that leaves no trace (chapter 6).
 - :mod:`lrlib.trials`: training runs described by plain data, run in parallel worker
   processes (chapter 5, with the transformer blocks of :mod:`lrlib.models`).
 - :mod:`lrlib.plotting`: one figure style for the whole book.
