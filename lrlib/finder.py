@@ -154,6 +154,29 @@ def suggest_valley(lrs: np.ndarray, losses: np.ndarray) -> float:
     return float(lrs[(first[end] + end) // 2])
 
 
+def cyclic_bounds(lrs: np.ndarray, losses: np.ndarray, fall: float = 0.1) -> tuple[float, float]:
+    """Bounds for a cyclical schedule from a range test, after Smith (2017).
+
+    Smith reads two rates off the curve: where the loss starts to fall (the lower
+    bound) and where it stops falling (the upper). Made precise: with
+    :math:`\\ell_0` the first loss and :math:`\\ell_*` the minimum, the lower bound
+    is the first rate at which the loss has made ``fall`` of its total drop,
+    :math:`\\ell \\le \\ell_0 - \\text{fall}\\,(\\ell_0 - \\ell_*)`, and the upper bound
+    is the rate at the minimum. A linear sweep (``mode="linear"``) is Smith's.
+
+    >>> cyclic_bounds(np.array([1., 2., 3., 4., 5.]), np.array([2.0, 1.9, 1.5, 1.0, 1.8]), fall=0.2)
+    (3.0, 4.0)
+    """
+    fall = check_real("fall", fall)
+    if not 0 < fall < 1:
+        raise ValueError(f"fall must be in (0, 1), got {fall}")
+    losses = np.asarray(losses, float)
+    low = int(np.argmin(losses))
+    target = losses[0] - fall * (losses[0] - losses[low])
+    start = int(np.flatnonzero(losses[: low + 1] <= target)[0])
+    return float(lrs[start]), float(lrs[low])
+
+
 SUGGESTIONS: dict[str, Suggestion] = {
     "minimum": suggest_minimum,
     "steepest": suggest_steepest,
@@ -232,19 +255,19 @@ class LRFinderResult:
         suggestion; returns the axes."""
         import matplotlib.pyplot as plt
 
-        from lrlib.plotting import COLORS, format_lr
+        from lrlib.plotting import COLORS
 
         if ax is None:
             _, ax = plt.subplots()
         if raw:
             ax.plot(self.lrs, self.losses, color="grey", alpha=0.35, linewidth=1, label="loss per batch")
-        ax.plot(self.lrs, self.smoothed, color=COLORS[0], label="smoothed loss")
+        ax.plot(self.lrs, self.smoothed, color=COLORS[0], linestyle="-", label="smoothed loss")
         markers = ("v", "o", "s", "D", "^")
         for k, method in enumerate(methods):
             lr = self.suggest(method, skip_start)
             y = np.interp(np.log10(lr), np.log10(self.lrs), self.smoothed)
             ax.plot([lr], [y], linestyle="none", marker=markers[k % len(markers)], markersize=9,
-                    color=COLORS[1 + k], label=f"{method}: {format_lr(lr)}")
+                    color=COLORS[1 + k], label=f"{method}: {lr:.2g}")
         ax.set_xscale("log")
         finite = self.smoothed[np.isfinite(self.smoothed)]
         if finite.size:

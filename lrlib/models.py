@@ -81,26 +81,36 @@ def transformer_param_count(
 class MLP(nn.Module):
     """A multilayer perceptron: Linear, ReLU, ..., Linear.
 
+    Each hidden layer is ``Linear -> [BatchNorm1d] -> ReLU -> [Dropout]``; chapter 6
+    (*The LR finder*) uses the optional layers to see how they move the range test.
+
     Args:
         in_features: input width (64 for the 8x8 digits).
         hidden: widths of the hidden layers, e.g. ``(64,)`` or ``(128, 64)``.
         out_features: number of outputs (10 classes for digits).
+        batch_norm: a BatchNorm after each hidden Linear (default False).
+        dropout: dropout probability after each hidden ReLU, in [0, 1) (default 0: none).
 
     Example:
         >>> MLP(64, (32,), 10)(torch.zeros(5, 64)).shape
         torch.Size([5, 10])
     """
 
-    def __init__(self, in_features: int = 64, hidden: Sequence[int] = (64,), out_features: int = 10):
+    def __init__(self, in_features: int = 64, hidden: Sequence[int] = (64,), out_features: int = 10, *,
+                 batch_norm: bool = False, dropout: float = 0.0):
         super().__init__()
         widths = [check_int("in_features", in_features, 1)]
         widths += [check_int("hidden", h, 1) for h in hidden]
         widths.append(check_int("out_features", out_features, 1))
+        if not 0 <= dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
         layers: list[nn.Module] = []
         for i, (a, b) in enumerate(zip(widths[:-1], widths[1:])):
             layers.append(nn.Linear(a, b))
             if i < len(widths) - 2:
+                layers += [nn.BatchNorm1d(b)] if batch_norm else []
                 layers.append(nn.ReLU())
+                layers += [nn.Dropout(dropout)] if dropout else []
         self.net = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

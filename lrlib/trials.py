@@ -30,9 +30,9 @@ from lrlib.training import TrainingRun, train
 
 MODELS = ("transformer", "mlp")
 OPTIMIZERS = ("adam", "radam", "sgd")
-#: The :mod:`lrlib.schedules` factories whose first argument is the peak rate.
+#: The :mod:`lrlib.schedules` factories whose first argument is the rate (``cyclic``: the lower bound).
 SCHEDULES = ("constant", "step_decay", "multistep", "exponential", "cosine", "polynomial", "one_cycle",
-             "sgdr", "warmup_linear", "warmup_cosine", "wsd")
+             "sgdr", "warmup_linear", "warmup_cosine", "wsd", "cyclic")
 
 
 @dataclass
@@ -40,7 +40,7 @@ class DigitsTrial:
     """One training run on the digits, fully described by its fields.
 
     Args:
-        lr: peak learning rate :math:`\\eta` (> 0).
+        lr: peak learning rate :math:`\\eta` (> 0); for ``"cyclic"``, its lower bound.
         schedule: name of an :mod:`lrlib.schedules` factory whose first argument is the
             rate (one of :data:`SCHEDULES`), e.g. ``"constant"``, ``"warmup_cosine"``, ``"wsd"``.
         schedule_args: the factory's other arguments, e.g.

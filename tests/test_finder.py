@@ -16,6 +16,7 @@ import torch.nn.functional as F  # noqa: E402
 
 from lrlib.finder import (  # noqa: E402
     LRFinderResult,
+    cyclic_bounds,
     find_lr,
     log_slopes,
     smooth,
@@ -407,3 +408,14 @@ def test_a_freshly_attached_scheduler_still_warns_when_stepped_before_the_optimi
     _assert_same(before, _fingerprint(model, opt, sched))
     with pytest.warns(UserWarning, match="before `optimizer.step\\(\\)`"):
         sched.step()
+
+
+def test_cyclic_bounds_read_where_the_loss_starts_and_stops_falling():
+    lrs = sweep_lrs(0.01, 1.0, 100, mode="linear")
+    losses = np.where(lrs < 0.2, 2.0, 2.0 - 1.5 * (lrs - 0.2) / 0.5)  # flat, falls from 0.2 ...
+    losses = np.where(lrs > 0.7, 0.5 + 4 * (lrs - 0.7), losses)        # ... to its minimum at 0.7
+    base, top = cyclic_bounds(lrs, losses, fall=0.1)
+    assert base == pytest.approx(0.25, abs=0.011)  # 10% of the 1.5 drop is reached at lr = 0.25
+    assert top == pytest.approx(0.7, abs=0.011)
+    with pytest.raises(ValueError, match=r"fall must be in \(0, 1\), got 0.0"):
+        cyclic_bounds(lrs, losses, fall=0.0)

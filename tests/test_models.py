@@ -162,3 +162,16 @@ def test_block_and_classifier_reject_bad_sizes():
         TransformerClassifier(n_layers=0)
     with pytest.raises(ValueError, match="seq_len must be >= 1"):
         TransformerClassifier(seq_len=0)
+
+
+def test_mlp_with_batch_norm_and_dropout():
+    m = MLP(64, (32, 16), 10, batch_norm=True, dropout=0.5)
+    kinds = [type(x).__name__ for x in m.net]
+    assert kinds == ["Linear", "BatchNorm1d", "ReLU", "Dropout", "Linear", "BatchNorm1d", "ReLU", "Dropout",
+                     "Linear"]
+    assert count_parameters(m) == count_parameters(MLP(64, (32, 16), 10)) + 2 * (32 + 16)
+    m.eval()
+    x = torch.randn(4, 64)
+    assert torch.equal(m(x), m(x))  # eval: dropout off, running statistics used
+    with pytest.raises(ValueError, match=r"dropout must be in \[0, 1\), got 1.0"):
+        MLP(dropout=1.0)
