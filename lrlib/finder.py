@@ -276,6 +276,8 @@ class LRFinderResult:
             ax.set_ylim(low - pad, high + pad)
         ax.set(xlabel="learning rate (log scale)", ylabel="training loss",
                title=f"LR range test ({self.mode}, {len(self.lrs)} of {self.num_iters} iterations)")
+        ax.text(0.98, 0.02, f"suggestions skip the first {skip_start:.0%}", transform=ax.transAxes,
+                ha="right", va="bottom", fontsize=8, color="grey")
         ax.legend()
         return ax
 

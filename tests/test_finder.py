@@ -372,6 +372,7 @@ def test_plot_marks_each_suggestion():
     assert labels[:2] == ["loss per batch", "smoothed loss"]
     assert sum(label.startswith(("minimum", "steepest", "valley")) for label in labels) == 3
     assert ax.get_xscale() == "log" and ax.get_xlabel() and ax.get_ylabel() and ax.get_title()
+    assert any("skip the first 10%" in t.get_text() for t in ax.texts)  # says how much it skipped
     plt.close(ax.figure)
 
 
