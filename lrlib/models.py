@@ -283,3 +283,66 @@ class TransformerClassifier(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.embed(x.reshape(-1, self.seq_len, self.in_features)) + self.position
         return self.head(self.final_norm(self.blocks(h)).mean(dim=1))
+
+
+class LoRALinear(nn.Module):
+    """A frozen ``nn.Linear`` plus a trainable low-rank correction (LoRA, Hu et al. 2022).
+
+    .. math:: y = W x + b + \\frac{\\alpha}{r} B A x
+
+    with :math:`A \\in \\mathbb R^{r \\times d_{in}}` initialised like a Linear layer and
+    :math:`B \\in \\mathbb R^{d_{out} \\times r}` initialised to zero, so the wrapped layer
+    computes exactly what the original did until :math:`B` is trained. Only
+    :math:`r(d_{in} + d_{out})` parameters train. Chapter 7 compares its best learning
+    rate with full fine-tuning's.
+
+    Args:
+        base: the layer to adapt (its weight and bias are frozen).
+        rank: :math:`r` (>= 1).
+        alpha: the scale :math:`\\alpha` (> 0); the update is scaled by :math:`\\alpha / r`.
+    """
+
+    def __init__(self, base: nn.Linear, rank: int = 4, alpha: float = 8.0):
+        super().__init__()
+        if not isinstance(base, nn.Linear):
+            raise TypeError(f"base must be an nn.Linear, got {type(base).__name__}")
+        self.rank = check_int("rank", rank, 1)
+        if not alpha > 0:
+            raise ValueError(f"alpha must be > 0, got {alpha}")
+        self.scale = alpha / rank
+        self.base = base
+        for p in self.base.parameters():
+            p.requires_grad_(False)
+        self.lora_a = nn.Parameter(torch.empty(rank, base.in_features, device=base.weight.device))
+        self.lora_b = nn.Parameter(torch.zeros(base.out_features, rank, device=base.weight.device))
+        nn.init.kaiming_uniform_(self.lora_a, a=math.sqrt(5))  # nn.Linear's own initialisation
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.base(x) + self.scale * (x @ self.lora_a.T) @ self.lora_b.T
+
+    def merged_weight(self) -> torch.Tensor:
+        """:math:`W + \\frac{\\alpha}{r} B A`: the plain Linear weight this layer now computes."""
+        return self.base.weight + self.scale * self.lora_b @ self.lora_a
+
+
+def add_lora(model: nn.Module, rank: int = 4, alpha: float = 8.0, targets: Sequence[str] = ("qkv", "proj"),
+             train: Sequence[str] = ("head",)) -> nn.Module:
+    """Freeze ``model`` and wrap every ``nn.Linear`` whose attribute name is in ``targets`` in a
+    :class:`LoRALinear`; the submodules named in ``train`` (a new task's head) stay trainable.
+
+    Returns the same model, changed in place. Raises ``ValueError`` when no layer matched.
+    """
+    for p in model.parameters():
+        p.requires_grad_(False)
+    wrapped = 0
+    for module in list(model.modules()):
+        for name, child in list(module.named_children()):
+            if name in targets and isinstance(child, nn.Linear):
+                setattr(module, name, LoRALinear(child, rank, alpha))
+                wrapped += 1
+    if not wrapped:
+        raise ValueError(f"no nn.Linear named one of {tuple(targets)} in the model")
+    for name in train:
+        for p in getattr(model, name).parameters():
+            p.requires_grad_(True)
+    return model

@@ -1,13 +1,17 @@
 """lrlib.models: parameter counts by formula against torch's numel()."""
 
+import copy
+
 import pytest
 import torch
 
 from lrlib.models import (
     MLP,
+    LoRALinear,
     TinyTransformer,
     TransformerBlock,
     TransformerClassifier,
+    add_lora,
     count_parameters,
     transformer_param_count,
 )
@@ -175,3 +179,36 @@ def test_mlp_with_batch_norm_and_dropout():
     assert torch.equal(m(x), m(x))  # eval: dropout off, running statistics used
     with pytest.raises(ValueError, match=r"dropout must be in \[0, 1\), got 1.0"):
         MLP(dropout=1.0)
+
+
+# --- LoRA (chapter 7) ---------------------------------------------------------------------------------
+
+def test_lora_starts_as_the_base_layer_and_trains_only_its_factors():
+    torch.manual_seed(0)
+    base = torch.nn.Linear(12, 6)
+    reference = copy.deepcopy(base)
+    lora = LoRALinear(base, rank=3, alpha=6.0)
+    x = torch.randn(5, 12)
+    assert torch.equal(lora(x), reference(x))  # B = 0 at the start
+    assert count_parameters(lora) == 3 * (12 + 6)
+    with torch.no_grad():
+        lora.lora_b.normal_()
+    torch.testing.assert_close(lora(x), x @ lora.merged_weight().T + base.bias, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(lora.merged_weight(), base.weight + 2.0 * lora.lora_b @ lora.lora_a)
+
+
+def test_add_lora_wraps_the_targets_and_freezes_the_rest():
+    torch.manual_seed(0)
+    model = TransformerClassifier(d_model=16, n_layers=2)
+    x = torch.randn(3, 8, 8)
+    before = model(x)
+    add_lora(model, rank=2, targets=("qkv", "proj"))
+    torch.testing.assert_close(model(x), before)
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    factors = {f"blocks.{i}.{m}.lora_{f}" for i in range(2) for m in ("qkv", "proj") for f in "ab"}
+    assert trainable == factors | {"head.weight", "head.bias"}
+    assert count_parameters(model) == 2 * (2 * (16 + 48) + 2 * (16 + 16)) + 16 * 10 + 10
+    with pytest.raises(ValueError, match="no nn.Linear named one of"):
+        add_lora(TransformerClassifier(d_model=16, n_layers=1), targets=("nothing",))
+    with pytest.raises(TypeError, match="base must be an nn.Linear"):
+        LoRALinear(torch.nn.Conv1d(2, 2, 1))
