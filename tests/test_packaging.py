@@ -33,7 +33,7 @@ def test_extras_and_python():
     core = _requirements(PROJECT["dependencies"])
     assert {"torch", "numpy", "matplotlib", "pandas", "tqdm", "scikit-learn"} <= set(core)
     assert not any("==" in spec for spec in core.values()), "users get ranges, not pins"
-    assert extras["all"] == ["lrlib[book,grade,test,lab]"]
+    assert extras["all"] == ["lrlib[book,grade,test,lab,cluster]"]
 
 
 def test_environment_yml_names_the_same_requirements():
