@@ -12,6 +12,8 @@ Each module backs one chapter and says which in its docstring:
 - :mod:`lrlib.finder`: the learning-rate range test that leaves no trace (chapter 6).
 - :mod:`lrlib.trials`: training runs described by plain data, run in parallel worker
   processes (chapter 5, with the transformer blocks of :mod:`lrlib.models`).
+- :mod:`lrlib.sweep`, :mod:`lrlib.param_groups`, :mod:`lrlib.batched`, :mod:`lrlib.transfer`:
+  reading, judging and running learning-rate sweeps (chapter 7).
 - :mod:`lrlib.plotting`: one figure style for the whole book.
 - :mod:`lrlib.book`: glue for the chapters' prose; :mod:`lrlib.exercise`: the exercises' checks.
 """
