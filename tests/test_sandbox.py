@@ -1,0 +1,166 @@
+"""lrlib.sandbox: what an untrusted command can and cannot do (the ground autograding stands on)."""
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from lrlib.sandbox import Limits, isolation_available, run_sandboxed
+
+AVAILABLE, WHY = isolation_available()
+pytestmark = pytest.mark.skipif(not AVAILABLE, reason=f"no isolation here: {WHY}")
+UID = 61017  # a uid no other test uses, so the process limit counts only this sandbox
+
+
+def run(code, tmp_path, **kwargs):
+    work = tmp_path / "work"
+    work.mkdir(exist_ok=True)
+    return run_sandboxed([sys.executable, "-c", textwrap.dedent(code)], work, uid=UID, **kwargs)
+
+
+def test_runs_as_an_unprivileged_user_in_its_own_folder_with_a_clean_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("GRADER_SECRET", "do-not-leak")
+    result = run("""
+        import os
+        print(os.getuid(), os.getgid(), os.getgroups(), os.getcwd() == os.environ["HOME"])
+        print("GRADER_SECRET" in os.environ)
+        print(len([p for p in os.listdir("/proc") if p.isdigit()]))
+    """, tmp_path)
+    uid, gid, groups, home, leaked, processes = result.stdout.decode().split(maxsplit=5)
+    assert result.returncode == 0, result.stderr
+    assert (uid, gid, groups, home, leaked) == (str(UID), str(UID), "[]", "True", "False")
+    assert int(processes) <= 3  # its own PID namespace: the grader's processes are invisible
+
+
+def test_no_network_not_even_the_graders_loopback(tmp_path):
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+    threading.Thread(target=lambda: server.accept(), daemon=True).start()
+    result = run(f"""
+        import socket
+        for address in [("127.0.0.1", {port}), ("1.1.1.1", 53)]:
+            try:
+                socket.create_connection(address, timeout=2)
+                print("connected", address)
+            except OSError as error:
+                print("refused", address, error.errno)
+    """, tmp_path)
+    server.close()
+    assert result.returncode == 0, result.stderr
+    assert "connected" not in result.stdout.decode() and result.stdout.decode().count("refused") == 2
+
+
+@pytest.fixture
+def course():
+    """A course folder other users could enter and read, as a real one often is."""
+    root = Path(tempfile.mkdtemp(prefix="course-"))
+    (root / "source").mkdir()
+    (root / "source" / "hidden_tests.py").write_text("assert answer == 42\n")
+    (root / "gradebook.db").write_text("scores")
+    for path in (root, root / "source"):
+        path.chmod(0o755)
+    for path in (root / "source" / "hidden_tests.py", root / "gradebook.db"):
+        path.chmod(0o644)
+    yield root
+    shutil.rmtree(root)
+
+
+PEEK = """
+    for path in ["{course}/source/hidden_tests.py", "{course}/gradebook.db"]:
+        try:
+            print(repr(open(path).read()))
+        except OSError as error:
+            print("denied", error.errno)
+    try:
+        open("{course}/other.txt", "w").write("x")
+        print("wrote")
+    except OSError as error:
+        print("denied", error.errno)
+"""
+
+
+def test_hidden_paths_cannot_be_read_and_the_course_not_written(course, tmp_path):
+    shown = run(PEEK.format(course=course), tmp_path).stdout.decode()
+    assert "assert answer" in shown and "scores" in shown  # without hiding, they are readable
+    hidden = run(PEEK.format(course=course), tmp_path, hide=[course / "source", course / "gradebook.db"])
+    out = hidden.stdout.decode()
+    assert "assert answer" not in out and "scores" not in out and "wrote" not in out, out
+    assert out.count("denied") == 2  # the hidden folder cannot be entered, the write is refused;
+    assert "''" in out  # and the hidden file reads as empty
+    assert (course / "gradebook.db").read_text() == "scores" and not (course / "other.txt").exists()
+
+
+def test_a_memory_bomb_gets_memory_error(tmp_path):
+    result = run("""
+        try:
+            hog = bytearray(8 * 2**30)
+            print("allocated")
+        except MemoryError:
+            print("MemoryError")
+    """, tmp_path, limits=Limits(memory_bytes=2**30))
+    assert result.stdout.decode().strip() == "MemoryError", result.stderr
+
+
+def test_a_fork_bomb_stops_at_the_process_limit_and_leaves_nothing_behind(tmp_path):
+    result = run("""
+        import os, time
+        started = 0
+        for _ in range(500):
+            try:
+                pid = os.fork()
+            except OSError:
+                break
+            if pid == 0:
+                time.sleep(30)
+                os._exit(0)
+            started += 1
+        print(started)
+    """, tmp_path, limits=Limits(processes=25, wall_seconds=60))
+    assert result.returncode == 0, result.stderr
+    assert 0 < int(result.stdout) < 25
+    time.sleep(0.2)
+    left = subprocess.run(["pgrep", "-u", str(UID)], capture_output=True, text=True).stdout.split()
+    assert left == [], f"processes of the sandbox user survived: {left}"
+
+
+def test_cpu_and_wall_clock_limits(tmp_path):
+    start = time.monotonic()
+    spin = run("while True: pass", tmp_path, limits=Limits(cpu_seconds=1, wall_seconds=30))
+    assert spin.returncode != 0 and not spin.timed_out and time.monotonic() - start < 10
+    start = time.monotonic()
+    sleep = run("import time; time.sleep(60)", tmp_path, limits=Limits(wall_seconds=1))
+    assert sleep.timed_out and time.monotonic() - start < 10
+
+
+def test_file_size_and_output_are_capped(tmp_path):
+    result = run("""
+        try:
+            open("big.bin", "wb").write(b"x" * 10 * 2**20)
+            print("wrote")
+        except OSError as error:
+            print("denied", error.errno)
+        import sys
+        for _ in range(100):
+            sys.stdout.write("y" * 2**20)  # 100 MB of output
+    """, tmp_path, limits=Limits(file_size_bytes=2**20, output_bytes=2**16))
+    assert result.stdout.startswith(b"denied 27") and result.truncated[0]
+    assert len(result.stdout) == 2**16
+    assert (tmp_path / "work" / "big.bin").stat().st_size <= 2**20
+
+
+def test_bad_arguments(tmp_path):
+    with pytest.raises(ValueError, match="uid must be >= 1000"):
+        run_sandboxed(["true"], tmp_path, uid=0)
+    with pytest.raises(ValueError, match="workdir must be an existing folder"):
+        run_sandboxed(["true"], tmp_path / "missing")
+    with pytest.raises(ValueError, match="cpu_seconds must be >= 1"):
+        Limits(cpu_seconds=0)
+    assert os.geteuid() == 0
