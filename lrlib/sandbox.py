@@ -102,32 +102,30 @@ def _closed_ancestor(path: Path) -> Path | None:
     return None
 
 
-def _expose_lines(expose: Sequence[Path], workdir: Path) -> list[str]:
-    """Shell lines that make each path reachable although a closed folder lies above it: stage a
-    bind mount of it in the working folder, cover the closed folder with an empty world-readable
-    tmpfs (hiding everything else in it), recreate the path there and move the staged mount in."""
-    lines, covered = [], []
-    staged = []
+def _expose_lines(expose: Sequence[Path]) -> list[str]:
+    """Shell lines that make each path reachable although a closed folder lies above it: bind it
+    to a staging folder, cover the closed folder with an empty world-readable tmpfs (hiding
+    everything else in it), recreate the path there and move the staged mount in."""
+    lines, covered, staged = [], [], []
     for i, path in enumerate(expose):
         closed = _closed_ancestor(path)
         if closed is None:
             continue
-        stage = workdir / f".expose{i}"
-        lines += [f"mkdir -p {shlex.quote(str(stage))}", f"mount --bind {shlex.quote(str(path))} "
-                  f"{shlex.quote(str(stage))}"]
-        staged.append((stage, path))
+        lines += [f"stage{i}=$(mktemp -d /tmp/.lrlib-stage-XXXXXX)",
+                  f'mount --bind {shlex.quote(str(path))} "$stage{i}"']
+        staged.append((i, path))
         if closed not in covered:
             covered.append(closed)
     lines += [f"mount -t tmpfs -o size=64k,mode=755 tmpfs {shlex.quote(str(c))}" for c in covered]
-    for stage, path in staged:
-        lines += [f"mkdir -p {shlex.quote(str(path))}", f"mount --move {shlex.quote(str(stage))} "
-                  f"{shlex.quote(str(path))}", f"rmdir {shlex.quote(str(stage))}"]
+    for i, path in staged:
+        lines += [f"mkdir -p {shlex.quote(str(path))}", f'mount --move "$stage{i}" {shlex.quote(str(path))}',
+                  f'rmdir "$stage{i}"']
     return lines
 
 
 def _script(argv: Sequence[str], workdir: Path, uid: int, limits: Limits, hide: Sequence[Path],
             expose: Sequence[Path]) -> str:
-    lines = ["set -e", "mount --make-rprivate /", *_expose_lines(expose, workdir)]
+    lines = ["set -e", "mount --make-rprivate /", *_expose_lines(expose)]
     for path in hide:
         path = Path(path)
         if path.is_dir():
@@ -144,6 +142,27 @@ def _script(argv: Sequence[str], workdir: Path, uid: int, limits: Limits, hide: 
     lines.append(f"cd {shlex.quote(str(workdir))}")
     lines.append("exec " + shlex.join([*prlimit, *setpriv, *env, *argv]))
     return "\n".join(lines)
+
+
+def sandbox_command(argv: Sequence[str], workdir: str | Path, *, uid: int = 61000,
+                    limits: Limits | None = None, hide: Sequence[str | Path] = ()) -> list[str]:
+    """The command line that runs ``argv`` isolated (see :func:`run_sandboxed`), for callers that
+    start the process themselves, e.g. a Jupyter kernel manager. Hands ``workdir`` to ``uid``."""
+    ok, why = isolation_available()
+    if not ok:
+        raise RuntimeError(f"cannot sandbox: {why}")
+    uid = check_int("uid", uid, minimum=1000)
+    limits = limits or Limits()
+    workdir = Path(workdir).resolve()
+    if not workdir.is_dir():
+        raise ValueError(f"workdir must be an existing folder, got {workdir}")
+    for path in [workdir, *workdir.rglob("*")]:
+        os.chown(path, uid, uid)
+    # the working folder and the Python that runs it, wherever they are
+    expose = [workdir, Path(sys.base_prefix).resolve(), Path(sys.prefix).resolve()]
+    script = _script(argv, workdir, uid, limits, [Path(p).resolve() for p in hide], expose)
+    return ["unshare", "--net", "--mount", "--pid", "--fork", "--kill-child", "--mount-proc",
+            "/bin/sh", "-c", script]
 
 
 def run_sandboxed(
@@ -169,20 +188,8 @@ def run_sandboxed(
     Raises:
         RuntimeError: isolation is not available here (see :func:`isolation_available`).
     """
-    ok, why = isolation_available()
-    if not ok:
-        raise RuntimeError(f"cannot sandbox: {why}")
-    uid = check_int("uid", uid, minimum=1000)
     limits = limits or Limits()
-    workdir = Path(workdir).resolve()
-    if not workdir.is_dir():
-        raise ValueError(f"workdir must be an existing folder, got {workdir}")
-    for path in [workdir, *workdir.rglob("*")]:
-        os.chown(path, uid, uid)
-    expose = [Path(sys.base_prefix).resolve(), Path(sys.prefix).resolve()]  # the Python that runs it
-    script = _script(argv, workdir, uid, limits, [Path(p).resolve() for p in hide], expose)
-    command = ["unshare", "--net", "--mount", "--pid", "--fork", "--kill-child", "--mount-proc",
-               "/bin/sh", "-c", script]
+    command = sandbox_command(argv, workdir, uid=uid, limits=limits, hide=hide)
     proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             start_new_session=True)
     out, err, timed_out = _communicate_capped(proc, stdin, limits)
@@ -228,3 +235,31 @@ def _communicate_capped(proc: subprocess.Popen, stdin: bytes | None,
                 buffer += chunk[:room]
     proc.wait()
     return bytes(kept[proc.stdout]), bytes(kept[proc.stderr]), timed_out
+
+
+def sandboxed_kernel_manager(workdir: str | Path, *, uid: int = 61000, limits: Limits | None = None,
+                             hide: Sequence[str | Path] = (), kernel_name: str = "python3"):
+    """A ``jupyter_client.KernelManager`` whose kernel runs in the sandbox.
+
+    The kernel has no network, so it talks to this process over the ``ipc`` transport:
+    Unix sockets in ``workdir``, which both sides can reach. The grader (this process)
+    sends cells and reads replies; the student's code never runs here.
+
+    Example (needs root)::
+
+        km = sandboxed_kernel_manager(workdir, hide=["solutions", "gradebook.db"])
+        km.start_kernel(cwd=str(workdir))
+        client = km.client()
+    """
+    from jupyter_client import KernelManager
+
+    workdir = Path(workdir).resolve()
+
+    class _Sandboxed(KernelManager):
+        def format_kernel_cmd(self, extra_arguments=None):  # noqa: D102
+            argv = super().format_kernel_cmd(extra_arguments)
+            return sandbox_command(argv, workdir, uid=uid, limits=limits, hide=hide)
+
+    manager = _Sandboxed(kernel_name=kernel_name, transport="ipc", ip=str(workdir / "kernel"))
+    manager.connection_file = str(workdir / "connection.json")
+    return manager

@@ -164,3 +164,29 @@ def test_bad_arguments(tmp_path):
     with pytest.raises(ValueError, match="cpu_seconds must be >= 1"):
         Limits(cpu_seconds=0)
     assert os.geteuid() == 0
+
+
+def test_a_jupyter_kernel_runs_in_the_sandbox_and_talks_over_ipc(tmp_path):
+    from lrlib.sandbox import sandboxed_kernel_manager
+
+    work = tmp_path / "kernel"
+    work.mkdir()
+    manager = sandboxed_kernel_manager(work, uid=UID + 1)
+    manager.start_kernel(cwd=str(work))
+    client = manager.client()
+    client.start_channels()
+    try:
+        client.wait_for_ready(timeout=60)
+        seen = []
+
+        def collect(msg):
+            if msg["msg_type"] in ("stream", "error"):
+                seen.append(msg["content"].get("text") or msg["content"]["ename"])
+
+        code = "import os, socket\nprint(os.getuid())\nsocket.create_connection(('1.1.1.1', 53), timeout=2)"
+        reply = client.execute_interactive(code, timeout=30, output_hook=collect)
+    finally:
+        client.stop_channels()
+        manager.shutdown_kernel(now=True)
+    assert reply["content"]["status"] == "error"
+    assert seen[0].strip() == str(UID + 1) and seen[-1] == "OSError"  # ran as the user, no network
