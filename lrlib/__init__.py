@@ -14,6 +14,8 @@ Each module backs one chapter and says which in its docstring:
   processes (chapter 5, with the transformer blocks of :mod:`lrlib.models`).
 - :mod:`lrlib.sweep`, :mod:`lrlib.param_groups`, :mod:`lrlib.batched`, :mod:`lrlib.transfer`:
   reading, judging and running learning-rate sweeps (chapter 7).
+- :mod:`lrlib.sandbox`, :mod:`lrlib.autograde`: running students' notebooks isolated and
+  scoring them outside the kernel (for instructors).
 - :mod:`lrlib.plotting`: one figure style for the whole book.
 - :mod:`lrlib.book`: glue for the chapters' prose; :mod:`lrlib.exercise`: the exercises' checks.
 """

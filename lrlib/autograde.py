@@ -1,0 +1,287 @@
+"""Grading one submitted notebook safely: rebuild it from the source, run it in the sandbox, score it here.
+
+A submission is untrusted in two ways: what it *contains* (edited test cells, changed
+points, deleted cells, metadata from another assignment) and what it *does* when it runs.
+:func:`assemble` answers the first: the notebook that runs is the instructor's source,
+hidden tests included, with only the answer cells taken from the student, matched by
+their nbgrader ``grade_id``. :func:`grade_notebook` answers the second: it executes that
+notebook cell by cell in a Jupyter kernel inside :mod:`lrlib.sandbox` (no network, the
+course hidden, resource limits), with a timeout per cell and per notebook, and decides in
+this process, never in the kernel, what each test cell scored:
+
+- a test passes only if the kernel says it ran without error *and* printed a marker,
+  fresh for every cell and run, that the grader appends to the test's code; a kernel that
+  died, hung or was hijacked to skip cells does not print it;
+- before each test cell, builtins, ``sys`` hooks and the course's assertion helpers are
+  put back from a snapshot taken before any student code ran;
+- a cell that hangs is interrupted, and a kernel that dies or will not interrupt is
+  restarted and the cells before it re-run, so one broken answer costs only its own part.
+
+What it cannot promise: code running in the same interpreter as the tests can, in
+principle, subvert them (a hijack written against this grader's source could print
+the marker). The sandbox limits what such code can reach; the score is still only as
+trustworthy as the tests' interpreter.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import queue
+import secrets
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import nbformat
+
+from lrlib.sandbox import Limits, sandboxed_kernel_manager
+
+SNAPSHOT = """
+import builtins as __b, sys as __s
+import lrlib.exercise as __e
+__grader_saved = (dict(__b.__dict__), __s.excepthook, __s.displayhook, __e.expect, __e.expect_close)
+def __grader_restore(saved=__grader_saved, b=__b, s=__s, e=__e, ns=globals()):
+    b.__dict__.clear(); b.__dict__.update(saved[0])
+    s.settrace(None); s.setprofile(None); s.excepthook, s.displayhook = saved[1], saved[2]
+    e.expect, e.expect_close = saved[3], saved[4]
+    ns["expect"], ns["expect_close"] = saved[3], saved[4]
+del __b, __s, __e
+"""
+RESTORE = "__grader_restore()"
+
+
+class _GiveUp(Exception):
+    """The kernel cannot be kept alive: stop running cells."""
+
+
+class SubmissionError(ValueError):
+    """The submission cannot be graded at all (not a notebook, another assignment); says why."""
+
+
+def _meta(cell) -> dict[str, Any]:
+    return cell.get("metadata", {}).get("nbgrader", {}) or {}
+
+
+def read_submission(path: str | Path) -> nbformat.NotebookNode:
+    """The submitted notebook, or :class:`SubmissionError` naming the problem."""
+    try:
+        return nbformat.read(str(path), as_version=4)
+    except (json.JSONDecodeError, nbformat.reader.NotJSONError) as error:
+        raise SubmissionError(f"{Path(path).name} is not a valid notebook (not JSON): {error}") from None
+    except Exception as error:  # nbformat raises several kinds for broken files
+        raise SubmissionError(f"{Path(path).name} is not a valid notebook: {error}") from None
+
+
+def assemble(source: nbformat.NotebookNode, submitted: nbformat.NotebookNode,
+             release: nbformat.NotebookNode | None = None) -> tuple[nbformat.NotebookNode, list[str]]:
+    """The notebook to run: every cell from ``source`` except the answers, which come from
+    ``submitted`` (matched by ``grade_id``), or from ``release`` (the blank stub) when missing.
+
+    Returns the notebook and a list of notes (answers missing or duplicated). Raises
+    :class:`SubmissionError` when no answer cell of this assignment is in the submission.
+    """
+    answer_ids = [_meta(c)["grade_id"] for c in source.cells if _meta(c).get("solution")]
+    submitted_answers: dict[str, str] = {}
+    notes = []
+    for cell in submitted.cells:
+        gid = _meta(cell).get("grade_id")
+        if gid in answer_ids and cell.get("cell_type") == "code":
+            if gid in submitted_answers:
+                notes.append(f"answer {gid!r} appears twice; the first is graded")
+                continue
+            submitted_answers[gid] = cell.get("source", "")
+    theirs = {_meta(c).get("grade_id") for c in submitted.cells if _meta(c).get("solution")} - {None}
+    if theirs and not theirs & set(answer_ids):
+        raise SubmissionError(f"this notebook belongs to another assignment: its answers are "
+                              f"{sorted(theirs)[:4]}, this one's are {answer_ids[:4]}")
+    stubs = {_meta(c).get("grade_id"): c.source for c in (release.cells if release else [])}
+    out = copy.deepcopy(source)
+    for cell in out.cells:
+        cell.outputs = [] if cell.cell_type == "code" else cell.get("outputs", None)
+        if cell.cell_type == "markdown":
+            cell.pop("outputs", None)
+        gid = _meta(cell).get("grade_id")
+        if gid in answer_ids:
+            if gid in submitted_answers:
+                cell.source = submitted_answers[gid]
+            else:
+                notes.append(f"answer {gid!r} is missing; graded as the blank stub")
+                cell.source = stubs.get(gid, "raise NotImplementedError()")
+    return out, notes
+
+
+@dataclass
+class CellResult:
+    """One graded test cell: its ``grade_id``, the points it earned of ``max_points``, why
+    (``passed``, ``failed``, ``timeout``, ``kernel died``, ``not run``) and its visible output."""
+
+    grade_id: str
+    points: float
+    max_points: float
+    status: str
+    output: str = ""
+
+
+@dataclass
+class GradeResult:
+    """All test cells of one notebook, the total, notes, and the seconds it took."""
+
+    cells: list[CellResult] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def score(self) -> float:
+        return sum(c.points for c in self.cells)
+
+    @property
+    def max_score(self) -> float:
+        return sum(c.max_points for c in self.cells)
+
+
+class _Kernel:
+    """A sandboxed kernel plus the client that talks to it."""
+
+    def __init__(self, workdir: Path, uid: int, limits: Limits, hide: list[Path]):
+        self.manager = sandboxed_kernel_manager(workdir, uid=uid, limits=limits, hide=hide)
+        self.manager.start_kernel(cwd=str(workdir))
+        self.client = self.manager.client()
+        self.client.start_channels()
+        self.client.wait_for_ready(timeout=60)
+
+    def run(self, code: str, timeout: float, output_cap: int) -> tuple[str, str]:
+        """Execute ``code``; return (status, text output). Status: ok, error, timeout, dead."""
+        chunks: list[str] = []
+        size = [0]
+
+        def keep(msg):
+            content = msg["content"]
+            text = content.get("text") or ""
+            if msg["msg_type"] == "error":
+                text = f"{content.get('ename')}: {content.get('evalue')}\n"
+            elif msg["msg_type"] in ("execute_result", "display_data"):
+                text = content.get("data", {}).get("text/plain", "") + "\n"
+            if text and size[0] < output_cap:
+                chunks.append(text[: output_cap - size[0]])
+                size[0] += len(text)
+
+        try:
+            reply = self.client.execute_interactive(code, timeout=timeout, output_hook=keep,
+                                                    store_history=False, allow_stdin=False)
+            status = reply["content"]["status"]
+        except TimeoutError:
+            status = "timeout"
+        except (RuntimeError, queue.Empty):
+            status = "dead"
+        if status != "timeout" and not self.manager.is_alive():
+            status = "dead"
+        return status, "".join(chunks)
+
+    def interrupt(self) -> bool:
+        """Interrupt a busy kernel; True if it is idle again within a few seconds."""
+        try:
+            self.manager.interrupt_kernel()
+            status, _ = self.run("pass", timeout=3, output_cap=0)
+            return status == "ok"
+        except Exception:
+            return False
+
+    def close(self) -> None:
+        try:
+            self.client.stop_channels()
+            if self.manager.has_kernel:
+                self.manager.shutdown_kernel(now=True)
+        except Exception:  # already gone
+            pass
+
+
+def grade_notebook(nb: nbformat.NotebookNode, *, limits: Limits | None = None, cell_timeout: float = 60,
+                   notebook_timeout: float = 600, uid: int = 61000, hide: list[str | Path] = (),
+                   output_cap: int = 10_000, max_restarts: int = 2) -> GradeResult:
+    """Run an assembled notebook in a sandboxed kernel and score its test cells here.
+
+    Args:
+        nb: from :func:`assemble`.
+        limits: the sandbox's resource limits.
+        cell_timeout, notebook_timeout: seconds per cell and for the whole notebook.
+        uid: the sandbox user (give concurrent graders different ones).
+        hide: paths the student's code must not see (gradebook, sources, other students).
+        output_cap: characters of output kept per cell (the rest is dropped).
+        max_restarts: kernel restarts allowed; after that the remaining tests are not run
+            (a kernel that keeps hanging has been broken on purpose or by accident).
+    """
+    limits = limits or Limits(wall_seconds=int(notebook_timeout) + 60)
+    start = time.monotonic()
+    result = GradeResult()
+    workdir = Path(tempfile.mkdtemp(prefix="lrlib-grade-"))
+    workdir.chmod(0o755)
+    hide = [Path(p) for p in hide]
+    kernel = _Kernel(workdir, uid, limits, hide)
+    history: list[str] = []  # non-test code that ran, to replay after a restart
+
+    restarts, part_start, progress = 0, 0, True
+
+    def restart() -> None:
+        nonlocal kernel, restarts, progress
+        restarts += 1
+        kernel.close()
+        if restarts > max_restarts or not progress:  # hanging again before anything ran: give up
+            raise _GiveUp
+        progress = False
+        kernel = _Kernel(workdir, uid, limits, hide)
+        kernel.run(SNAPSHOT, timeout=cell_timeout, output_cap=0)
+        for code in history:
+            if kernel.run(code, timeout=cell_timeout, output_cap=0)[0] in ("timeout", "dead"):
+                raise _GiveUp  # the cells that ran fine before now break it: it was sabotaged
+
+    try:
+        kernel.run(SNAPSHOT, timeout=cell_timeout, output_cap=0)
+        for cell in nb.cells:
+            if cell.cell_type != "code":
+                continue
+            meta = _meta(cell)
+            left = notebook_timeout - (time.monotonic() - start)
+            if meta.get("grade"):
+                points = float(meta.get("points", 0))
+                if left <= 0:
+                    result.cells.append(CellResult(meta["grade_id"], 0.0, points, "not run"))
+                    continue
+                marker = secrets.token_hex(16)
+                status, out = kernel.run(RESTORE, timeout=min(cell_timeout, left), output_cap=0)
+                if status not in ("timeout", "dead"):  # a kernel that cannot even restore runs no test
+                    code = cell.source + f"\nprint({marker!r})"
+                    status, out = kernel.run(code, min(cell_timeout, left), output_cap)
+                passed = status == "ok" and marker in out
+                progress = progress or status in ("ok", "error")
+                verdict = "passed" if passed else {"ok": "failed", "error": "failed"}.get(status, status)
+                if status == "ok" and not passed:
+                    verdict = "failed (did not run to its end)"
+                result.cells.append(CellResult(meta["grade_id"], points if passed else 0.0, points, verdict,
+                                               out.replace(marker, "")))
+                if status in ("timeout", "dead") and not (status == "timeout" and kernel.interrupt()):
+                    del history[part_start:]  # this part's answers broke the kernel: leave them out
+                    restart()
+                part_start = len(history)
+                continue
+            if left <= 0:
+                continue
+            status, _ = kernel.run(cell.source, min(cell_timeout, left), output_cap)
+            if status in ("timeout", "dead"):  # never replayed: it would hang or kill again
+                result.notes.append(f"cell {meta.get('grade_id', '?')!r}: {status}")
+                if not (status == "timeout" and kernel.interrupt()):
+                    restart()
+            else:
+                history.append(cell.source)
+                progress = True
+    except _GiveUp:
+        result.notes.append(f"the kernel hung or died more than {max_restarts} times; the rest was not run")
+        graded = {c.grade_id for c in result.cells}
+        result.cells += [CellResult(_meta(c)["grade_id"], 0.0, float(_meta(c).get("points", 0)), "not run")
+                         for c in nb.cells if _meta(c).get("grade") and _meta(c)["grade_id"] not in graded]
+    finally:
+        kernel.close()
+        result.seconds = time.monotonic() - start
+    return result
