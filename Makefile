@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed
 # pip's global config here lists extra indexes that may not exist; keep the log readable.
 QUIET_PIP := grep -v -e "is ignored: it is neither a file nor a directory" || true
 
-.PHONY: help venv book test lint lab exercises clean
+.PHONY: help venv book test lint lab exercises autograde clean
 
 help:  ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -49,6 +49,11 @@ exercises: $(STAMP)  ## regenerate exercises/ from solutions/ with nbgrader
 	  $(VENV)/bin/nbgrader generate_assignment "$$(basename $$dir)" --force --no-db --log-level=WARN; \
 	done
 	@echo "exercises/ regenerated; commit it."
+
+ASSIGNMENT ?= $(notdir $(patsubst %/,%,$(wildcard solutions/*/)))
+
+autograde: $(STAMP)  ## grade submitted/<student>/<assignment>/ isolated, in parallel (ASSIGNMENT=name for one)
+	for name in $(ASSIGNMENT); do $(PY) -m lrlib.autograde "$$name"; done
 
 clean:  ## remove the built site, caches and grading artefacts (keeps .venv)
 	rm -rf _build .pytest_cache .ruff_cache gradebook.db submitted autograded feedback

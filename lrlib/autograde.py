@@ -285,3 +285,155 @@ def grade_notebook(nb: nbformat.NotebookNode, *, limits: Limits | None = None, c
         kernel.close()
         result.seconds = time.monotonic() - start
     return result
+
+
+# --- grading a class ----------------------------------------------------------------------------------
+
+#: What a submission's kernel must never see, relative to the course folder.
+PRIVATE = ("solutions", "source", "release", "submitted", "autograded", "feedback", "gradebook.db",
+           "nbgrader_config.py", ".git")
+
+
+@dataclass
+class Outcome:
+    """One student's submission: the grading result, or the error that prevented it."""
+
+    student: str
+    result: GradeResult | None
+    error: str | None = None
+
+
+def grade_submission(job: dict[str, Any]) -> Outcome:
+    """Grade one submission (a worker's job; a pure function of ``job``, so any executor can run it).
+
+    ``job`` holds ``course``, ``assignment``, ``student``, ``uid`` and the timeouts.
+    """
+    course, assignment, student = Path(job["course"]), job["assignment"], job["student"]
+    notebook = f"{assignment}.ipynb"
+    try:
+        submitted = read_submission(course / "submitted" / student / assignment / notebook)
+        source = nbformat.read(course / "solutions" / assignment / notebook, as_version=4)
+        release_path = course / "exercises" / assignment / notebook
+        release = nbformat.read(release_path, as_version=4) if release_path.exists() else None
+        nb, notes = assemble(source, submitted, release)
+        hide = [course / p for p in PRIVATE if (course / p).exists()]
+        result = grade_notebook(nb, cell_timeout=job.get("cell_timeout", 60),
+                                notebook_timeout=job.get("notebook_timeout", 600), uid=job["uid"], hide=hide)
+        result.notes = notes + result.notes
+        return Outcome(student, result)
+    except SubmissionError as error:
+        return Outcome(student, None, str(error))
+
+
+def record_grades(gradebook: str | Path, assignment: str, source: nbformat.NotebookNode,
+                  outcomes: list[Outcome]) -> None:
+    """Write the scores into an nbgrader gradebook, from this (trusted) process only.
+
+    The assignment, its notebook and its grade cells are created from ``source`` when the
+    gradebook does not have them yet; each graded student gets a submission whose grade
+    cells hold the auto scores. Students whose submission could not be graded get nothing.
+    """
+    import os
+    import sys
+
+    from nbgrader.api import Gradebook, MissingEntry
+
+    # nbgrader creates a new gradebook by running alembic, found on PATH: use this Python's
+    os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    with Gradebook(f"sqlite:///{Path(gradebook).resolve()}") as gb:
+        gb.update_or_create_assignment(assignment)
+        gb.update_or_create_notebook(assignment, assignment)
+        for cell in source.cells:
+            meta = _meta(cell)
+            if meta.get("grade"):
+                points = float(meta.get("points", 0))
+                gb.update_or_create_grade_cell(meta["grade_id"], assignment, assignment, max_score=points,
+                                               cell_type=cell.cell_type)
+        for outcome in outcomes:
+            if outcome.result is None:
+                continue
+            gb.update_or_create_student(outcome.student)
+            try:
+                gb.find_submission(assignment, outcome.student)
+            except MissingEntry:
+                gb.add_submission(assignment, outcome.student)
+            for cell in outcome.result.cells:
+                grade = gb.find_grade(cell.grade_id, assignment, assignment, outcome.student)
+                grade.auto_score = cell.points
+            gb.db.commit()
+
+
+def autograde(course: str | Path, assignment: str, *, workers: int | None = None, executor=None,
+              cell_timeout: float = 60, notebook_timeout: float = 600, gradebook: str = "gradebook.db",
+              progress: bool = True):
+    """Grade every ``submitted/<student>/<assignment>/`` of a course in parallel, isolated; record the scores.
+
+    Each submission runs in its own sandbox (its own user id, no network, the course's
+    private folders hidden); the scores are merged into the gradebook by this process.
+    Refuses to start where isolation is unavailable.
+
+    Returns a ``pandas.DataFrame`` with one row per student: score, max_score, status, seconds, notes.
+    """
+    import os
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    import pandas as pd
+    from tqdm.auto import tqdm
+
+    from lrlib.sandbox import isolation_available
+
+    ok, why = isolation_available()
+    if not ok:
+        raise RuntimeError(f"refusing to grade untrusted notebooks without isolation: {why}")
+    course = Path(course).resolve()
+    source = nbformat.read(course / "solutions" / assignment / f"{assignment}.ipynb", as_version=4)
+    found = (course / "submitted").glob(f"*/{assignment}/{assignment}.ipynb")
+    students = sorted(p.parent.parent.name for p in found)
+    jobs = [{"course": str(course), "assignment": assignment, "student": s, "uid": 62000 + i,
+             "cell_timeout": cell_timeout, "notebook_timeout": notebook_timeout}
+            for i, s in enumerate(students)]
+    own_pool = executor is None
+    if own_pool:
+        executor = ProcessPoolExecutor(workers or os.cpu_count() or 1, mp_context=get_context("spawn"))
+    try:
+        outcomes = list(tqdm(executor.map(grade_submission, jobs), total=len(jobs), disable=not progress,
+                             desc=f"grading {assignment}"))
+    finally:
+        if own_pool:
+            executor.shutdown()
+    record_grades(course / gradebook, assignment, source, outcomes)
+    rows = []
+    for o in outcomes:
+        if o.result is None:
+            rows.append({"student": o.student, "score": float("nan"), "max_score": float("nan"),
+                         "status": "error", "seconds": 0.0, "notes": o.error})
+        else:
+            statuses = {c.status for c in o.result.cells}
+            status = "timed out" if {"timeout", "not run"} & statuses else "graded"
+            rows.append({"student": o.student, "score": o.result.score, "max_score": o.result.max_score,
+                         "status": status, "seconds": o.result.seconds, "notes": "; ".join(o.result.notes)})
+    return pd.DataFrame(rows, columns=["student", "score", "max_score", "status", "seconds", "notes"])
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m lrlib.autograde ASSIGNMENT [--course DIR] [--workers N]``: grade and print a summary."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Grade submitted notebooks in isolated parallel workers.")
+    parser.add_argument("assignment")
+    parser.add_argument("--course", default=".")
+    parser.add_argument("--workers", type=int, default=None)
+    parser.add_argument("--cell-timeout", type=float, default=60)
+    parser.add_argument("--notebook-timeout", type=float, default=600)
+    args = parser.parse_args(argv)
+    summary = autograde(args.course, args.assignment, workers=args.workers, cell_timeout=args.cell_timeout,
+                        notebook_timeout=args.notebook_timeout)
+    print(summary.to_string(index=False))
+    print(f"\n{(summary.status != 'error').sum()} graded, {(summary.status == 'error').sum()} failed, "
+          f"{(summary.status == 'timed out').sum()} timed out")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

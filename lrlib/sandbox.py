@@ -158,8 +158,9 @@ def sandbox_command(argv: Sequence[str], workdir: str | Path, *, uid: int = 6100
         raise ValueError(f"workdir must be an existing folder, got {workdir}")
     for path in [workdir, *workdir.rglob("*")]:
         os.chown(path, uid, uid)
-    # the working folder and the Python that runs it, wherever they are
-    expose = [workdir, Path(sys.base_prefix).resolve(), Path(sys.prefix).resolve()]
+    # the working folder, the Python that runs it and this package, wherever they are
+    package = Path(__file__).resolve().parent
+    expose = [workdir, Path(sys.base_prefix).resolve(), Path(sys.prefix).resolve(), package]
     script = _script(argv, workdir, uid, limits, [Path(p).resolve() for p in hide], expose)
     return ["unshare", "--net", "--mount", "--pid", "--fork", "--kill-child", "--mount-proc",
             "/bin/sh", "-c", script]

@@ -124,3 +124,37 @@ def test_a_kernel_hijacked_to_report_success_passes_nothing_it_did_not_run():
     scores, result, _ = grade(submission(layer_params=wrong), cell_timeout=5)
     assert scores == {**PARTS, "test-layer_params": 0.0, "test-relative_update": 0.0}, result
     assert {c.status for c in result.cells if c.points == 0} == {"failed (did not run to its end)"}
+
+
+@needs_sandbox
+def test_a_class_is_graded_in_parallel_and_only_the_expected_scores_are_recorded(tmp_path):
+    import shutil
+
+    from nbgrader.api import Gradebook
+
+    from lrlib.autograde import autograde
+
+    course = tmp_path / "course"
+    for folder in ("solutions", "exercises"):
+        shutil.copytree(ROOT / folder / NAME, course / folder / NAME)
+    submissions = {
+        "alice": submission(),
+        "bob": copy.deepcopy(RELEASE),
+        "eve": submission(layer_params="import os\nos._exit(0)"),
+        "dave": nbformat.read(ROOT / "exercises" / "ch02_too_big_too_small" / "ch02_too_big_too_small.ipynb",
+                              as_version=4),
+    }
+    for student, nb in submissions.items():
+        (course / "submitted" / student / NAME).mkdir(parents=True)
+        nbformat.write(nb, course / "submitted" / student / NAME / f"{NAME}.ipynb")
+    (course / "submitted" / "carol" / NAME).mkdir(parents=True)
+    (course / "submitted" / "carol" / NAME / f"{NAME}.ipynb").write_text('{"cells": [')
+    summary = autograde(course, NAME, workers=2, cell_timeout=5, progress=False).set_index("student")
+    assert summary.loc[["alice", "bob", "eve"], "score"].tolist() == [10.0, 0.0, 7.0]
+    assert summary.loc[["carol", "dave"], "status"].tolist() == ["error", "error"]
+    assert "not a valid notebook" in summary.loc["carol", "notes"]
+    assert "another assignment" in summary.loc["dave", "notes"]
+    with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gb:
+        recorded = {s.student.id: s.score for s in gb.assignment_submissions(NAME)}
+        assert recorded == {"alice": 10.0, "bob": 0.0, "eve": 7.0}  # and nothing else
+        assert sorted(s.id for s in gb.students) == ["alice", "bob", "eve"]
