@@ -48,6 +48,11 @@ def __grader_restore(saved=__grader_saved, b=__b, s=__s, e=__e, ns=globals()):
     s.settrace(None); s.setprofile(None); s.excepthook, s.displayhook = saved[1], saved[2]
     e.expect, e.expect_close = saved[3], saved[4]
     ns["expect"], ns["expect_close"] = saved[3], saved[4]
+    try:  # reap the processes the grader ended: as zombies they would still count against the limit
+        while __import__("os").waitpid(-1, 1)[0] > 0:  # 1 == os.WNOHANG
+            pass
+    except ChildProcessError:
+        pass
 del __b, __s, __e
 """
 RESTORE = "__grader_restore()"
@@ -145,8 +150,14 @@ class GradeResult:
 class _Kernel:
     """A sandboxed kernel plus the client that talks to it."""
 
-    def __init__(self, workdir: Path, uid: int, limits: Limits, hide: list[Path]):
-        self.manager = sandboxed_kernel_manager(workdir, uid=uid, limits=limits, hide=hide)
+    def __init__(self, workdir: Path, uid: int, limits: Limits, hide: list[Path], isolate: bool = True):
+        self.uid, self.isolate = uid, isolate
+        if isolate:
+            self.manager = sandboxed_kernel_manager(workdir, uid=uid, limits=limits, hide=hide)
+        else:  # unsafe: the student's code runs with the grader's rights
+            from jupyter_client import KernelManager
+
+            self.manager = KernelManager(kernel_name="python3")
         self.manager.start_kernel(cwd=str(workdir))
         self.client = self.manager.client()
         self.client.start_channels()
@@ -180,6 +191,21 @@ class _Kernel:
             status = "dead"
         return status, "".join(chunks)
 
+    def kill_strays(self) -> None:
+        """End every process the student's code started (the kernel stays): a fork bomb or a
+        forgotten pool would otherwise hold the sandbox's process limit for the parts after it.
+        The kernel is the PID namespace's first process, so every orphan there is its child."""
+        if not self.isolate:
+            return
+        import subprocess
+
+        process = getattr(self.manager.provisioner, "process", None)
+        if process is None:
+            return
+        found = subprocess.run(["pgrep", "-P", str(process.pid)], capture_output=True, text=True)
+        for pid in found.stdout.split():
+            subprocess.run(["pkill", "-KILL", "-P", pid], check=False)
+
     def interrupt(self) -> bool:
         """Interrupt a busy kernel; True if it is idle again within a few seconds."""
         try:
@@ -190,6 +216,15 @@ class _Kernel:
             return False
 
     def close(self) -> None:
+        if self.isolate:
+            # End everything running as the sandbox's uid first: the kernel changed its user, so it
+            # would not die with the namespace tool that started it, and would be left an orphan.
+            import subprocess
+
+            subprocess.run(["pkill", "-KILL", "-u", str(self.uid)], check=False)
+            deadline = time.monotonic() + 3
+            while self.manager.is_alive() and time.monotonic() < deadline:
+                time.sleep(0.02)  # let the namespace tool reap its child and exit by itself
         try:
             self.client.stop_channels()
             if self.manager.has_kernel:
@@ -200,7 +235,7 @@ class _Kernel:
 
 def grade_notebook(nb: nbformat.NotebookNode, *, limits: Limits | None = None, cell_timeout: float = 60,
                    notebook_timeout: float = 600, uid: int = 61000, hide: list[str | Path] = (),
-                   output_cap: int = 10_000, max_restarts: int = 2) -> GradeResult:
+                   output_cap: int = 10_000, max_restarts: int = 2, isolate: bool = True) -> GradeResult:
     """Run an assembled notebook in a sandboxed kernel and score its test cells here.
 
     Args:
@@ -212,6 +247,9 @@ def grade_notebook(nb: nbformat.NotebookNode, *, limits: Limits | None = None, c
         output_cap: characters of output kept per cell (the rest is dropped).
         max_restarts: kernel restarts allowed; after that the remaining tests are not run
             (a kernel that keeps hanging has been broken on purpose or by accident).
+        isolate: run the kernel in :mod:`lrlib.sandbox` (default). ``False`` is unsafe mode:
+            the student's code runs with this process's rights and network; only for a
+            machine where isolation is impossible, and only when the instructor says so.
     """
     limits = limits or Limits(wall_seconds=int(notebook_timeout) + 60)
     start = time.monotonic()
@@ -219,7 +257,7 @@ def grade_notebook(nb: nbformat.NotebookNode, *, limits: Limits | None = None, c
     workdir = Path(tempfile.mkdtemp(prefix="lrlib-grade-"))
     workdir.chmod(0o755)
     hide = [Path(p) for p in hide]
-    kernel = _Kernel(workdir, uid, limits, hide)
+    kernel = _Kernel(workdir, uid, limits, hide, isolate)
     history: list[str] = []  # non-test code that ran, to replay after a restart
 
     restarts, part_start, progress = 0, 0, True
@@ -231,7 +269,7 @@ def grade_notebook(nb: nbformat.NotebookNode, *, limits: Limits | None = None, c
         if restarts > max_restarts or not progress:  # hanging again before anything ran: give up
             raise _GiveUp
         progress = False
-        kernel = _Kernel(workdir, uid, limits, hide)
+        kernel = _Kernel(workdir, uid, limits, hide, isolate)
         kernel.run(SNAPSHOT, timeout=cell_timeout, output_cap=0)
         for code in history:
             if kernel.run(code, timeout=cell_timeout, output_cap=0)[0] in ("timeout", "dead"):
@@ -250,10 +288,12 @@ def grade_notebook(nb: nbformat.NotebookNode, *, limits: Limits | None = None, c
                     result.cells.append(CellResult(meta["grade_id"], 0.0, points, "not run"))
                     continue
                 marker = secrets.token_hex(16)
+                kernel.kill_strays()
                 status, out = kernel.run(RESTORE, timeout=min(cell_timeout, left), output_cap=0)
                 if status not in ("timeout", "dead"):  # a kernel that cannot even restore runs no test
                     code = cell.source + f"\nprint({marker!r})"
                     status, out = kernel.run(code, min(cell_timeout, left), output_cap)
+                kernel.kill_strays()
                 passed = status == "ok" and marker in out
                 progress = progress or status in ("ok", "error")
                 verdict = "passed" if passed else {"ok": "failed", "error": "failed"}.get(status, status)
@@ -269,6 +309,7 @@ def grade_notebook(nb: nbformat.NotebookNode, *, limits: Limits | None = None, c
             if left <= 0:
                 continue
             status, _ = kernel.run(cell.source, min(cell_timeout, left), output_cap)
+            kernel.kill_strays()
             if status in ("timeout", "dead"):  # never replayed: it would hang or kill again
                 result.notes.append(f"cell {meta.get('grade_id', '?')!r}: {status}")
                 if not (status == "timeout" and kernel.interrupt()):

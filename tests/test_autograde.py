@@ -158,3 +158,89 @@ def test_a_class_is_graded_in_parallel_and_only_the_expected_scores_are_recorded
         recorded = {s.student.id: s.score for s in gb.assignment_submissions(NAME)}
         assert recorded == {"alice": 10.0, "bob": 0.0, "eve": 7.0}  # and nothing else
         assert sorted(s.id for s in gb.students) == ["alice", "bob", "eve"]
+
+
+# --- what the sandbox adds: the same exploits with and without isolation ---------------------------------
+
+@pytest.fixture
+def exposed_course():
+    """A course folder others could read (and a gradebook anyone could write), as careless ones are."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    root = Path(tempfile.mkdtemp(prefix="course-"))
+    (root / "solutions" / NAME).mkdir(parents=True)
+    nbformat.write(SOURCE, root / "solutions" / NAME / f"{NAME}.ipynb")
+    (root / "gradebook.db").write_text("grades")
+    for path in [root, root / "solutions", root / "solutions" / NAME]:
+        path.chmod(0o755)
+    (root / "solutions" / NAME / f"{NAME}.ipynb").chmod(0o644)
+    (root / "gradebook.db").chmod(0o666)
+    yield root
+    shutil.rmtree(root)
+
+
+def _gated(check):
+    """The correct layer_params, but only when ``check`` (code that may raise OSError) succeeds."""
+    solution = next(c.source for c in SOURCE.cells if c.metadata["nbgrader"]["grade_id"] == "layer_params")
+    return (solution + "\n_real = layer_params\n\ndef layer_params(d_model, d_ff):\n    try:\n"
+            + "".join(f"        {line}\n" for line in check.splitlines())
+            + "        return _real(d_model, d_ff)\n    except Exception:\n        return -1\n")
+
+
+def _exploits(course, port):
+    return {
+        "network": _gated(f"import socket\nsocket.create_connection(('127.0.0.1', {port}), timeout=1)"),
+        "read the hidden tests": _gated(f"source = '{course}/solutions/{NAME}/{NAME}.ipynb'\n"
+                                        "assert 'HIDDEN' in open(source).read()"),
+        "write the gradebook": _gated(f"open('{course}/gradebook.db', 'w').write('hacked')\n"
+                                      f"assert open('{course}/gradebook.db').read() == 'hacked'"),
+    }
+
+
+@needs_sandbox
+@pytest.mark.parametrize("isolate", [True, False], ids=["isolated", "unsafe"])
+def test_network_source_and_gradebook_are_out_of_reach_only_with_isolation(exposed_course, isolate):
+    import socket
+    import threading
+
+    server = socket.create_server(("127.0.0.1", 0))
+    threading.Thread(target=lambda: [server.accept() for _ in range(10)], daemon=True).start()
+    hide = [exposed_course / "solutions", exposed_course / "gradebook.db"]
+    for name, answer in _exploits(exposed_course, server.getsockname()[1]).items():
+        assembled, _ = assemble(SOURCE, submission(layer_params=answer), RELEASE)
+        result = grade_notebook(assembled, cell_timeout=20, uid=61200, hide=hide, isolate=isolate)
+        scores = {c.grade_id: c.points for c in result.cells}
+        # isolated, the exploit fails and costs its own part; unsafe, it works: the sandbox is the defence
+        expected = {**PARTS, "test-layer_params": 0.0} if isolate else PARTS
+        assert scores == expected, (name, result)
+    server.close()
+    assert ((exposed_course / "gradebook.db").read_text() == "grades") == isolate
+
+
+@needs_sandbox
+@pytest.mark.parametrize("answer,lost", [
+    ("hog = bytearray(16 * 2**30)", "test-layer_params"),  # a memory bomb: MemoryError, that part only
+    ("import sys\nfor _ in range(200):\n    sys.stdout.write('x' * 2**19)", None),  # 100 MB of output
+    ("import os, time\nfor _ in range(2000):\n    try:\n        pid = os.fork()\n    except OSError:\n"
+     "        break\n    if pid == 0:\n        time.sleep(60)\n        os._exit(0)", "maybe"),  # a fork bomb
+], ids=["memory bomb", "100 MB of output", "fork bomb"])
+def test_resource_bombs_are_contained(answer, lost):
+    import subprocess
+    import time
+
+    start = time.monotonic()
+    solution = next(c.source for c in SOURCE.cells if c.metadata["nbgrader"]["grade_id"] == "layer_params")
+    code = answer if lost == "test-layer_params" else solution + "\n" + answer
+    scores, result, _ = grade(submission(layer_params=code), cell_timeout=10)
+    assert time.monotonic() - start < 90
+    others = {k: v for k, v in PARTS.items() if k != "test-layer_params"}
+    assert {k: scores[k] for k in others} == others, result  # the other parts are graded normally
+    if lost == "test-layer_params":
+        assert scores["test-layer_params"] == 0.0
+    elif lost is None:
+        assert scores["test-layer_params"] == PARTS["test-layer_params"]
+    time.sleep(0.5)
+    left = subprocess.run(["pgrep", "-u", "61100"], capture_output=True, text=True).stdout.split()
+    assert left == [], "the sandbox's processes outlived the grading"
