@@ -1,0 +1,81 @@
+"""Grading throughput: plain ``nbgrader autograde`` (one notebook at a time, unisolated) against
+``lrlib.autograde`` (isolated, parallel workers) on N copies of one assignment's solution.
+
+Run as root with ``.venv/bin/python benchmarks/autograde_throughput.py [--n 50] [--workers 2]``.
+Builds two throw-away courses with the same N submissions (the release with the
+solution's answers filled in), grades one with each, checks that both give every
+student full marks, and prints seconds per submission.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import nbformat
+
+from lrlib.autograde import autograde
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def make_course(where: Path, name: str, n: int) -> Path:
+    course = where / "course"
+    for folder in ("solutions", "exercises"):
+        shutil.copytree(ROOT / folder / name, course / folder / name)
+    shutil.copy(ROOT / "nbgrader_config.py", course / "nbgrader_config.py")
+    source = nbformat.read(course / "solutions" / name / f"{name}.ipynb", as_version=4)
+    release = nbformat.read(course / "exercises" / name / f"{name}.ipynb", as_version=4)
+    answers = {c.metadata["nbgrader"]["grade_id"]: c.source for c in source.cells}
+    filled = copy.deepcopy(release)
+    for cell in filled.cells:
+        if cell.metadata["nbgrader"].get("solution"):
+            cell.source = answers[cell.metadata["nbgrader"]["grade_id"]]
+    for i in range(n):
+        folder = course / "submitted" / f"student{i:03d}" / name
+        folder.mkdir(parents=True)
+        nbformat.write(filled, folder / f"{name}.ipynb")
+    return course
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--assignment", default="ch01_update_rule")
+    parser.add_argument("--n", type=int, default=50)
+    parser.add_argument("--workers", type=int, default=2)
+    args = parser.parse_args()
+    name, n = args.assignment, args.n
+    bin_dir = Path(sys.executable).parent
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+    with tempfile.TemporaryDirectory() as plain_dir, tempfile.TemporaryDirectory() as ours_dir:
+        plain = make_course(Path(plain_dir), name, n)
+        nbgrader = [str(bin_dir / "nbgrader")]
+        subprocess.run(nbgrader + ["generate_assignment", name, "--force", "--log-level=ERROR"], cwd=plain,
+                       env=env, check=True)
+        start = time.perf_counter()
+        subprocess.run(nbgrader + ["autograde", name, "--create", "--log-level=ERROR"], cwd=plain, env=env,
+                       check=True)
+        plain_seconds = time.perf_counter() - start
+
+        ours = make_course(Path(ours_dir), name, n)
+        start = time.perf_counter()
+        summary = autograde(ours, name, workers=args.workers, progress=False)
+        ours_seconds = time.perf_counter() - start
+        assert (summary.score == summary.max_score).all(), summary
+    print(f"{n} submissions of {name} on {os.cpu_count()} cores:\n")
+    print("| grader | total (s) | per submission (s) |")
+    print("|---|---|---|")
+    for label, seconds in (("nbgrader autograde (sequential, no isolation)", plain_seconds),
+                           (f"lrlib.autograde ({args.workers} workers, isolated)", ours_seconds)):
+        print(f"| {label} | {seconds:.1f} | {seconds / n:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
