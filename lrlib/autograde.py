@@ -29,6 +29,7 @@ import copy
 import json
 import queue
 import secrets
+import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -324,6 +325,7 @@ def grade_notebook(nb: nbformat.NotebookNode, *, limits: Limits | None = None, c
                          for c in nb.cells if _meta(c).get("grade") and _meta(c)["grade_id"] not in graded]
     finally:
         kernel.close()
+        shutil.rmtree(workdir, ignore_errors=True)  # the student's files go with the sandbox
         result.seconds = time.monotonic() - start
     return result
 
