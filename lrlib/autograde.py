@@ -25,11 +25,15 @@ trustworthy as the tests' interpreter.
 
 from __future__ import annotations
 
+import argparse
 import copy
 import json
+import os
 import queue
 import secrets
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -198,8 +202,6 @@ class _Kernel:
         The kernel is the PID namespace's first process, so every orphan there is its child."""
         if not self.isolate:
             return
-        import subprocess
-
         process = getattr(self.manager.provisioner, "process", None)
         if process is None:
             return
@@ -220,8 +222,6 @@ class _Kernel:
         if self.isolate:
             # End everything running as the sandbox's uid first: the kernel changed its user, so it
             # would not die with the namespace tool that started it, and would be left an orphan.
-            import subprocess
-
             subprocess.run(["pkill", "-KILL", "-u", str(self.uid)], check=False)
             deadline = time.monotonic() + 3
             while self.manager.is_alive() and time.monotonic() < deadline:
@@ -376,9 +376,6 @@ def record_grades(gradebook: str | Path, assignment: str, source: nbformat.Noteb
     gradebook does not have them yet; each graded student gets a submission whose grade
     cells hold the auto scores. Students whose submission could not be graded get nothing.
     """
-    import os
-    import sys
-
     from nbgrader.api import Gradebook, MissingEntry
 
     # nbgrader creates a new gradebook by running alembic, found on PATH: use this Python's
@@ -417,7 +414,6 @@ def autograde(course: str | Path, assignment: str, *, workers: int | None = None
 
     Returns a ``pandas.DataFrame`` with one row per student: score, max_score, status, seconds, notes.
     """
-    import os
     from concurrent.futures import ProcessPoolExecutor
     from multiprocessing import get_context
 
@@ -461,8 +457,6 @@ def autograde(course: str | Path, assignment: str, *, workers: int | None = None
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m lrlib.autograde ASSIGNMENT [--course DIR] [--workers N]``: grade and print a summary."""
-    import argparse
-
     parser = argparse.ArgumentParser(description="Grade submitted notebooks in isolated parallel workers.")
     parser.add_argument("assignment")
     parser.add_argument("--course", default=".")

@@ -24,6 +24,7 @@ import copy
 import math
 import random
 import tempfile
+import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -462,7 +463,7 @@ def find_lr(
     losses: list[float] = []
     smoothed: list[float] = []
     avg, best, stop_reason = 0.0, math.inf, None
-    start = _now()
+    start = time.perf_counter()
     stream = _cycle(batches)
     bar = tqdm(total=num_iters, disable=not progress, desc="LR range test", leave=False)
     try:
@@ -499,10 +500,4 @@ def find_lr(
         snapshot.restore(model, optimizer)
     n = len(losses)
     return LRFinderResult(lrs[:n], np.array(losses), np.array(smoothed), num_iters, mode, smoothing,
-                          stop_reason, _now() - start)
-
-
-def _now() -> float:
-    import time
-
-    return time.perf_counter()
+                          stop_reason, time.perf_counter() - start)
