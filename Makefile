@@ -50,11 +50,23 @@ exercises: $(STAMP)  ## regenerate exercises/ from solutions/ with nbgrader
 	done
 	@echo "exercises/ regenerated; commit it."
 
-ASSIGNMENT ?= $(notdir $(patsubst %/,%,$(wildcard solutions/*/)))
+# The course folder to grade in (the one holding nbgrader_config.py) and its assignments.
+COURSE ?= .
+ASSIGNMENT ?= $(notdir $(patsubst %/,%,$(wildcard $(COURSE)/solutions/*/)))
+# e.g. AUTOGRADE_FLAGS="--workers 8 --cell-timeout 120" or "--dask tcp://scheduler:8786"
+AUTOGRADE_FLAGS ?=
 
-autograde: $(STAMP)  ## grade submitted/<student>/<assignment>/ isolated, in parallel (ASSIGNMENT=name for one)
-	for name in $(ASSIGNMENT); do $(PY) -m lrlib.autograde "$$name"; done
+autograde: $(STAMP)  ## grade submitted/ isolated and in parallel, then feedback/ and grades.csv (ASSIGNMENT=name)
+	cd $(COURSE) && for name in $(ASSIGNMENT); do \
+	  if compgen -G "submitted/*/$$name/$$name.ipynb" > /dev/null; then \
+	    $(abspath $(PY)) -m lrlib.autograde "$$name" $(AUTOGRADE_FLAGS); \
+	    nbgrader generate_feedback "$$name" --force --log-level=ERROR; \
+	  else echo "$$name: nothing in submitted/*/$$name/"; fi; \
+	done
+	@cd $(COURSE) && if [ -f gradebook.db ]; then \
+	  nbgrader export --to grades.csv --log-level=WARN && echo "grades: $(COURSE)/grades.csv, feedback: $(COURSE)/feedback/"; \
+	fi
 
 clean:  ## remove the built site, caches and grading artefacts (keeps .venv)
-	rm -rf _build .pytest_cache .ruff_cache gradebook.db submitted autograded feedback
+	rm -rf _build .pytest_cache .ruff_cache gradebook.db grades.csv submitted autograded feedback
 	find . -name __pycache__ -not -path './$(VENV)/*' -prune -exec rm -rf {} +

@@ -26,7 +26,10 @@ trustworthy as the tests' interpreter.
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextvars
 import copy
+import functools
 import json
 import os
 import queue
@@ -36,6 +39,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -61,6 +65,14 @@ def __grader_restore(saved=__grader_saved, b=__b, s=__s, e=__e, ns=globals()):
 del __b, __s, __e
 """
 RESTORE = "__grader_restore()"
+
+
+_CELL_BROKE = {
+    "timeout": "[grader] this cell ran past the time limit per cell and was stopped; "
+               "the tests ran without it\n",
+    "dead": "[grader] the kernel died while this cell ran (os._exit, sys.exit, a crash or the memory limit); "
+            "it was restarted and the tests ran without this cell\n",
+}
 
 
 class _GiveUp(Exception):
@@ -142,6 +154,8 @@ class GradeResult:
     cells: list[CellResult] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    #: what each code cell printed, by its index in the notebook (test cells: without the marker)
+    outputs: dict[int, str] = field(default_factory=dict)
 
     @property
     def score(self) -> float:
@@ -163,7 +177,8 @@ class _Kernel:
             from jupyter_client import KernelManager
 
             self.manager = KernelManager(kernel_name="python3")
-        self.manager.start_kernel(cwd=str(workdir))
+        # the kernel's own start-up chatter, times a class, would bury the summary
+        self.manager.start_kernel(cwd=str(workdir), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.client = self.manager.client()
         self.client.start_channels()
         self.client.wait_for_ready(timeout=60)
@@ -184,17 +199,32 @@ class _Kernel:
                 chunks.append(text[: output_cap - size[0]])
                 size[0] += len(text)
 
-        try:
-            reply = self.client.execute_interactive(code, timeout=timeout, output_hook=keep,
-                                                    store_history=False, allow_stdin=False)
-            status = reply["content"]["status"]
-        except TimeoutError:
-            status = "timeout"
-        except (RuntimeError, queue.Empty):
-            status = "dead"
-        if status != "timeout" and not self.manager.is_alive():
-            status = "dead"
-        return status, "".join(chunks)
+        # Not execute_interactive: it waits out the whole timeout for a kernel that died (sys.exit),
+        # costing a minute per such student. This loop also watches the kernel's process.
+        msg_id = self.client.execute(code, store_history=False, allow_stdin=False)
+        deadline = time.monotonic() + timeout
+        replied = idle = False
+        while not (replied and idle):
+            if time.monotonic() > deadline:
+                return "timeout", "".join(chunks)
+            try:
+                msg = self.client.get_iopub_msg(timeout=0.1)
+            except queue.Empty:
+                if not self.manager.is_alive():
+                    return "dead", "".join(chunks)
+            else:
+                if msg["parent_header"].get("msg_id") == msg_id:
+                    if msg["msg_type"] == "status":
+                        idle = msg["content"]["execution_state"] == "idle"
+                    else:
+                        keep(msg)
+            while not replied:
+                try:
+                    reply = self.client.get_shell_msg(timeout=0)
+                except queue.Empty:
+                    break
+                replied = reply["parent_header"].get("msg_id") == msg_id
+        return reply["content"]["status"], "".join(chunks)
 
     def kill_strays(self) -> None:
         """End every process the student's code started (the kernel stays): a fork bomb or a
@@ -234,6 +264,26 @@ class _Kernel:
             pass
 
 
+def _own_event_loop(function):
+    """Run ``function`` in a fresh ``contextvars`` context and close the event loops it made.
+
+    jupyter_client's blocking calls keep their asyncio loop in a context variable; a thread pool
+    that copies its caller's context into every worker thread (Dask's does) would share one loop
+    between threads ("This event loop is already running"). A fresh context gives each call its own.
+    """
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        context = contextvars.Context()
+        try:
+            return context.run(function, *args, **kwargs)
+        finally:
+            for value in context.values():
+                if isinstance(value, asyncio.AbstractEventLoop) and not value.is_running():
+                    value.close()
+    return wrapper
+
+
+@_own_event_loop
 def grade_notebook(nb: nbformat.NotebookNode, *, limits: Limits | None = None, cell_timeout: float = 60,
                    notebook_timeout: float = 600, uid: int = 61000, hide: list[str | Path] = (),
                    output_cap: int = 10_000, max_restarts: int = 2, isolate: bool = True) -> GradeResult:
@@ -278,7 +328,7 @@ def grade_notebook(nb: nbformat.NotebookNode, *, limits: Limits | None = None, c
 
     try:
         kernel.run(SNAPSHOT, timeout=cell_timeout, output_cap=0)
-        for cell in nb.cells:
+        for index, cell in enumerate(nb.cells):
             if cell.cell_type != "code":
                 continue
             meta = _meta(cell)
@@ -302,6 +352,7 @@ def grade_notebook(nb: nbformat.NotebookNode, *, limits: Limits | None = None, c
                     verdict = "failed (did not run to its end)"
                 result.cells.append(CellResult(meta["grade_id"], points if passed else 0.0, points, verdict,
                                                out.replace(marker, "")))
+                result.outputs[index] = out.replace(marker + "\n", "").replace(marker, "")
                 if status in ("timeout", "dead") and not (status == "timeout" and kernel.interrupt()):
                     del history[part_start:]  # this part's answers broke the kernel: leave them out
                     restart()
@@ -309,10 +360,11 @@ def grade_notebook(nb: nbformat.NotebookNode, *, limits: Limits | None = None, c
                 continue
             if left <= 0:
                 continue
-            status, _ = kernel.run(cell.source, min(cell_timeout, left), output_cap)
+            status, result.outputs[index] = kernel.run(cell.source, min(cell_timeout, left), output_cap)
             kernel.kill_strays()
             if status in ("timeout", "dead"):  # never replayed: it would hang or kill again
                 result.notes.append(f"cell {meta.get('grade_id', '?')!r}: {status}")
+                result.outputs[index] += _CELL_BROKE[status]
                 if not (status == "timeout" and kernel.interrupt()):
                     restart()
             else:
@@ -330,6 +382,62 @@ def grade_notebook(nb: nbformat.NotebookNode, *, limits: Limits | None = None, c
     return result
 
 
+HIDDEN_BEGIN, HIDDEN_END = "BEGIN HIDDEN TESTS", "END HIDDEN TESTS"
+
+_VERDICTS = {
+    "failed": "this test failed; the error above says why",
+    "failed (did not run to its end)": "this test did not run to its end (did an answer change how "
+                                       "the notebook runs?)",
+    "timeout": "this test ran past the time limit per cell",
+    "dead": "the kernel died while this test ran (os._exit, a crash, or the memory limit)",
+    "not run": "this test was not run: the notebook ran out of time, or the kernel kept dying",
+}
+
+
+def strip_hidden_tests(source: str) -> str:
+    """``source`` without its hidden-test regions (the lines from ``BEGIN HIDDEN TESTS`` to
+    ``END HIDDEN TESTS``, both included), as ``nbgrader generate_assignment`` strips them.
+
+    Example: ``"a\n### BEGIN HIDDEN TESTS\nb\n### END HIDDEN TESTS\nc"`` -> ``"a\nc"``.
+    An unclosed region is removed to the end of the cell, never shown.
+    """
+    kept, hidden = [], False
+    for line in source.split("\n"):
+        if HIDDEN_BEGIN in line:
+            hidden = True
+        elif HIDDEN_END in line:
+            hidden = False
+        elif not hidden:
+            kept.append(line)
+    return "\n".join(kept)
+
+
+def feedback_notebook(nb: nbformat.NotebookNode, result: GradeResult) -> nbformat.NotebookNode:
+    """The graded notebook as its student may see it: what each cell printed when it was
+    graded, a line under each test that lost points saying why, and no hidden tests.
+
+    Written to ``autograded/<student>/<assignment>/``, it is what ``nbgrader generate_feedback``
+    turns into the student's HTML feedback. The kernel's errors carry only the exception's
+    name and message (never a traceback quoting the test's code), and the hidden regions are
+    cut from the sources, so the hidden tests' code does not reach the student.
+    """
+    out = copy.deepcopy(nb)
+    verdicts = {c.grade_id: c for c in result.cells}
+    for index, cell in enumerate(out.cells):
+        if cell.cell_type != "code":
+            continue
+        text = result.outputs.get(index, "")
+        graded = verdicts.get(_meta(cell).get("grade_id")) if _meta(cell).get("grade") else None
+        if graded is not None:
+            cell.source = strip_hidden_tests(cell.source)
+            if graded.points < graded.max_points:
+                why = _VERDICTS.get(graded.status, graded.status)
+                text += f"[grader] {graded.points:g} of {graded.max_points:g} points: {why}\n"
+        cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text=text)] if text else []
+        cell.execution_count = None
+    return out
+
+
 # --- grading a class ----------------------------------------------------------------------------------
 
 #: What a submission's kernel must never see, relative to the course folder.
@@ -344,6 +452,7 @@ class Outcome:
     student: str
     result: GradeResult | None
     error: str | None = None
+    notebook: nbformat.NotebookNode | None = None  # what ran: the source with this student's answers
 
 
 def grade_submission(job: dict[str, Any]) -> Outcome:
@@ -361,9 +470,10 @@ def grade_submission(job: dict[str, Any]) -> Outcome:
         nb, notes = assemble(source, submitted, release)
         hide = [course / p for p in PRIVATE if (course / p).exists()]
         result = grade_notebook(nb, cell_timeout=job.get("cell_timeout", 60),
-                                notebook_timeout=job.get("notebook_timeout", 600), uid=job["uid"], hide=hide)
+                                notebook_timeout=job.get("notebook_timeout", 600), uid=job["uid"], hide=hide,
+                                isolate=job.get("isolate", True))
         result.notes = notes + result.notes
-        return Outcome(student, result)
+        return Outcome(student, result, notebook=nb)
     except SubmissionError as error:
         return Outcome(student, None, str(error))
 
@@ -377,6 +487,7 @@ def record_grades(gradebook: str | Path, assignment: str, source: nbformat.Noteb
     cells hold the auto scores. Students whose submission could not be graded get nothing.
     """
     from nbgrader.api import Gradebook, MissingEntry
+    from sqlalchemy.exc import SAWarning
 
     # nbgrader creates a new gradebook by running alembic, found on PATH: use this Python's
     os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
@@ -389,6 +500,8 @@ def record_grades(gradebook: str | Path, assignment: str, source: nbformat.Noteb
                 points = float(meta.get("points", 0))
                 gb.update_or_create_grade_cell(meta["grade_id"], assignment, assignment, max_score=points,
                                                cell_type=cell.cell_type)
+            if meta.get("solution"):  # nbgrader's feedback looks up a comment for every answer cell
+                gb.update_or_create_solution_cell(meta["grade_id"], assignment, assignment)
         for outcome in outcomes:
             if outcome.result is None:
                 continue
@@ -396,25 +509,65 @@ def record_grades(gradebook: str | Path, assignment: str, source: nbformat.Noteb
             try:
                 gb.find_submission(assignment, outcome.student)
             except MissingEntry:
-                gb.add_submission(assignment, outcome.student)
+                with warnings.catch_warnings():  # nbgrader's own autoflush warnings; the rows are written
+                    warnings.simplefilter("ignore", category=SAWarning)
+                    gb.add_submission(assignment, outcome.student)
             for cell in outcome.result.cells:
                 grade = gb.find_grade(cell.grade_id, assignment, assignment, outcome.student)
                 grade.auto_score = cell.points
             gb.db.commit()
 
 
+def _status(outcome: Outcome) -> str:
+    if outcome.result is None:
+        return "failed"
+    return "timed out" if {"timeout", "not run"} & {c.status for c in outcome.result.cells} else "graded"
+
+
+def write_autograded(course: str | Path, assignment: str, outcome: Outcome) -> Path | None:
+    """Save a graded submission where ``nbgrader generate_feedback`` looks for it:
+    ``autograded/<student>/<assignment>/<assignment>.ipynb`` (from :func:`feedback_notebook`,
+    so without hidden tests), with the submission's ``timestamp.txt`` when it has one."""
+    if outcome.result is None or outcome.notebook is None:
+        return None
+    course = Path(course)
+    folder = course / "autograded" / outcome.student / assignment
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{assignment}.ipynb"
+    nbformat.write(feedback_notebook(outcome.notebook, outcome.result), path)
+    stamp = course / "submitted" / outcome.student / assignment / "timestamp.txt"
+    if stamp.is_file() and not stamp.is_symlink():
+        shutil.copyfile(stamp, folder / "timestamp.txt")
+    return path
+
+
 def autograde(course: str | Path, assignment: str, *, workers: int | None = None, executor=None,
               cell_timeout: float = 60, notebook_timeout: float = 600, gradebook: str = "gradebook.db",
-              progress: bool = True):
+              progress: bool = True, allow_unsafe: bool = False):
     """Grade every ``submitted/<student>/<assignment>/`` of a course in parallel, isolated; record the scores.
 
     Each submission runs in its own sandbox (its own user id, no network, the course's
-    private folders hidden); the scores are merged into the gradebook by this process.
+    private folders hidden); the scores are merged into the gradebook by this process, and
+    each graded notebook is written to ``autograded/`` for ``nbgrader generate_feedback``.
     Refuses to start where isolation is unavailable.
 
-    Returns a ``pandas.DataFrame`` with one row per student: score, max_score, status, seconds, notes.
+    Args:
+        course: the course folder (holds ``solutions/``, ``exercises/``, ``submitted/``).
+        assignment: the assignment's name, e.g. ``"ch01_update_rule"``.
+        workers: parallel worker processes when no ``executor`` is given (default: the cores).
+        executor: any ``concurrent.futures``-style executor with ``submit`` (a process pool,
+            or a Dask cluster's ``Client(...).get_executor()`` for a class too big for one machine).
+        cell_timeout, notebook_timeout: seconds per cell and per notebook.
+        gradebook: the nbgrader gradebook file, relative to ``course``.
+        progress: show a progress bar with live counts and an ETA.
+        allow_unsafe: where isolation is impossible, grade anyway with the student's code
+            running with this process's rights (warned). Without it, such a machine refuses.
+
+    Returns a ``pandas.DataFrame`` with one row per student: score, max_score, status
+    (graded, timed out, failed), seconds, notes.
     """
-    from concurrent.futures import ProcessPoolExecutor
+    from collections import Counter
+    from concurrent.futures import ProcessPoolExecutor, as_completed
     from multiprocessing import get_context
 
     import pandas as pd
@@ -422,53 +575,96 @@ def autograde(course: str | Path, assignment: str, *, workers: int | None = None
 
     from lrlib.sandbox import isolation_available
 
-    ok, why = isolation_available()
-    if not ok:
-        raise RuntimeError(f"refusing to grade untrusted notebooks without isolation: {why}")
     course = Path(course).resolve()
-    source = nbformat.read(course / "solutions" / assignment / f"{assignment}.ipynb", as_version=4)
+    source_path = course / "solutions" / assignment / f"{assignment}.ipynb"
+    if not source_path.is_file():
+        known = sorted(p.name for p in (course / "solutions").glob("*") if p.is_dir())
+        raise ValueError(f"assignment: no source notebook {source_path}; the course has {known}")
+    ok, why = isolation_available()
+    if not ok and not allow_unsafe:
+        raise RuntimeError(f"refusing to grade untrusted notebooks without isolation: {why}. "
+                           "Pass allow_unsafe=True (--unsafe) only for code you trust.")
+    if not ok:
+        warnings.warn(f"grading WITHOUT isolation ({why}): student code runs with your rights", stacklevel=2)
+    source = nbformat.read(source_path, as_version=4)
     found = (course / "submitted").glob(f"*/{assignment}/{assignment}.ipynb")
     students = sorted(p.parent.parent.name for p in found)
     jobs = [{"course": str(course), "assignment": assignment, "student": s, "uid": 62000 + i,
-             "cell_timeout": cell_timeout, "notebook_timeout": notebook_timeout}
+             "cell_timeout": cell_timeout, "notebook_timeout": notebook_timeout, "isolate": ok}
             for i, s in enumerate(students)]
     own_pool = executor is None
     if own_pool:
         executor = ProcessPoolExecutor(workers or os.cpu_count() or 1, mp_context=get_context("spawn"))
+    outcomes: list[Outcome] = []
+    counts: Counter[str] = Counter()
     try:
-        outcomes = list(tqdm(executor.map(grade_submission, jobs), total=len(jobs), disable=not progress,
-                             desc=f"grading {assignment}"))
+        futures = {executor.submit(grade_submission, job): job["student"] for job in jobs}
+        with tqdm(total=len(jobs), disable=not progress, desc=f"grading {assignment}", unit="student") as bar:
+            for future in as_completed(futures):
+                try:
+                    outcome = future.result()
+                except Exception as error:  # a worker that broke must not stop the class
+                    why = f"grading failed: {type(error).__name__}: {error}"
+                    outcome = Outcome(futures[future], None, why)
+                outcomes.append(outcome)
+                counts[_status(outcome)] += 1
+                bar.set_postfix(counts, refresh=False)
+                bar.update()
     finally:
         if own_pool:
             executor.shutdown()
+    outcomes.sort(key=lambda o: o.student)
     record_grades(course / gradebook, assignment, source, outcomes)
+    for outcome in outcomes:
+        write_autograded(course, assignment, outcome)
     rows = []
     for o in outcomes:
         if o.result is None:
             rows.append({"student": o.student, "score": float("nan"), "max_score": float("nan"),
-                         "status": "error", "seconds": 0.0, "notes": o.error})
+                         "status": "failed", "seconds": 0.0, "notes": o.error})
         else:
-            statuses = {c.status for c in o.result.cells}
-            status = "timed out" if {"timeout", "not run"} & statuses else "graded"
             rows.append({"student": o.student, "score": o.result.score, "max_score": o.result.max_score,
-                         "status": status, "seconds": o.result.seconds, "notes": "; ".join(o.result.notes)})
+                         "status": _status(o), "seconds": o.result.seconds,
+                         "notes": "; ".join(o.result.notes)})
     return pd.DataFrame(rows, columns=["student", "score", "max_score", "status", "seconds", "notes"])
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m lrlib.autograde ASSIGNMENT [--course DIR] [--workers N]``: grade and print a summary."""
-    parser = argparse.ArgumentParser(description="Grade submitted notebooks in isolated parallel workers.")
+    """``python -m lrlib.autograde ASSIGNMENT``: grade a class, print the summary (``--help``: options)."""
+    parser = argparse.ArgumentParser(prog="python -m lrlib.autograde",
+                                     description="Grade submitted/<student>/ASSIGNMENT/ in isolated parallel "
+                                                 "workers; record the scores in the nbgrader gradebook.")
     parser.add_argument("assignment")
-    parser.add_argument("--course", default=".")
-    parser.add_argument("--workers", type=int, default=None)
-    parser.add_argument("--cell-timeout", type=float, default=60)
-    parser.add_argument("--notebook-timeout", type=float, default=600)
+    parser.add_argument("--course", default=".", help="the course folder (default: here)")
+    parser.add_argument("--workers", type=int, default=None, help="worker processes (default: the cores)")
+    parser.add_argument("--cell-timeout", type=float, default=60, help="seconds per cell (default 60)")
+    parser.add_argument("--notebook-timeout", type=float, default=600,
+                        help="seconds per notebook (default 600)")
+    parser.add_argument("--dask", metavar="ADDRESS", default=None,
+                        help="grade on this Dask scheduler (tcp://host:8786) instead of local processes")
+    parser.add_argument("--unsafe", action="store_true",
+                        help="run student code WITHOUT isolation where it is impossible (trusted code only)")
     args = parser.parse_args(argv)
-    summary = autograde(args.course, args.assignment, workers=args.workers, cell_timeout=args.cell_timeout,
-                        notebook_timeout=args.notebook_timeout)
+    client = executor = None
+    if args.dask:
+        from distributed import Client  # the optional 'cluster' extra
+
+        client = Client(args.dask)
+        executor = client.get_executor()
+    try:
+        summary = autograde(args.course, args.assignment, workers=args.workers, executor=executor,
+                            cell_timeout=args.cell_timeout, notebook_timeout=args.notebook_timeout,
+                            allow_unsafe=args.unsafe)
+    finally:
+        if client is not None:
+            client.close()
+    if summary.empty:
+        print(f"no submissions found in submitted/*/{args.assignment}/")
+        return 0
     print(summary.to_string(index=False))
-    print(f"\n{(summary.status != 'error').sum()} graded, {(summary.status == 'error').sum()} failed, "
-          f"{(summary.status == 'timed out').sum()} timed out")
+    counts = summary.status.value_counts()
+    print(f"\n{len(summary)} submissions: {counts.get('graded', 0)} graded, {counts.get('timed out', 0)} "
+          f"graded with a timeout, {counts.get('failed', 0)} failed")
     return 0
 
 

@@ -35,6 +35,12 @@ def grade(nb, **kwargs):
     return {c.grade_id: c.points for c in result.cells}, result, notes
 
 
+#: Cases whose defence is the grader's own (rebuilding from the source, the marker, the restore,
+#: interrupts and restarts), not the sandbox: they must pass with isolation off too.
+isolation = pytest.mark.parametrize("isolate", [pytest.param(True, marks=needs_sandbox, id="isolated"),
+                                               pytest.param(False, id="isolation off")])
+
+
 def test_assemble_takes_only_answers_from_the_student():
     nb = submission()
     for cell in nb.cells:
@@ -63,38 +69,42 @@ def test_another_assignment_and_broken_files_are_clear_errors(tmp_path):
         read_submission(broken)
 
 
-@needs_sandbox
-def test_the_solution_scores_full_marks_and_the_release_zero():
-    scores, result, _ = grade(submission())
+@isolation
+def test_the_solution_scores_full_marks_and_the_release_zero(isolate):
+    scores, result, _ = grade(submission(), isolate=isolate)
     assert scores == PARTS and result.score == result.max_score == 10
-    scores, _, notes = grade(copy.deepcopy(RELEASE))
+    scores, _, notes = grade(copy.deepcopy(RELEASE), isolate=isolate)
     assert scores == dict.fromkeys(PARTS, 0.0)
 
 
-@needs_sandbox
-def test_edited_tests_and_points_are_ignored():
+@isolation
+def test_edited_and_deleted_tests_and_changed_metadata_are_ignored(isolate):
     nb = submission(layer_params="def layer_params(d_model, d_ff):\n    return 0")  # wrong
     for cell in nb.cells:
         if cell.metadata["nbgrader"].get("grade"):
             cell.source, cell.metadata["nbgrader"]["points"] = "pass", 100
-    scores, _, _ = grade(nb)
-    assert scores == {**PARTS, "test-layer_params": 0.0}
+    nb.cells = [c for c in nb.cells if c.metadata["nbgrader"]["grade_id"] != "test-relative_update"]
+    for cell in nb.cells:  # an answer relabelled as a test worth 50 points
+        if cell.metadata["nbgrader"]["grade_id"] == "update":
+            cell.metadata["nbgrader"].update(grade=True, points=50)
+    scores, _, _ = grade(nb, isolate=isolate)
+    assert scores == {**PARTS, "test-layer_params": 0.0}  # the deleted test was restored and passed
 
 
-@needs_sandbox
+@isolation
 @pytest.mark.parametrize("answer", [
     "def layer_params(d_model, d_ff):\n    while True:\n        pass",  # hangs when the test calls it
     "while True:\n    pass",  # hangs where it is defined
     "import os\nos._exit(0)",  # kills the kernel
     "import sys\nsys.exit()",
 ], ids=["loop in the function", "loop at definition", "os._exit", "sys.exit"])
-def test_a_broken_answer_costs_only_its_part(answer):
-    scores, result, _ = grade(submission(layer_params=answer), cell_timeout=5)
+def test_a_broken_answer_costs_only_its_part(answer, isolate):
+    scores, result, _ = grade(submission(layer_params=answer), cell_timeout=5, isolate=isolate)
     assert scores == {**PARTS, "test-layer_params": 0.0}, result
     assert result.seconds < 90
 
 
-@needs_sandbox
+@isolation
 @pytest.mark.parametrize("tamper", [
     "expect = expect_close = lambda *args, **kwargs: None",  # the assertion helpers
     "import builtins\nbuiltins.abs = lambda x: 0.0\nbuiltins.isinstance = lambda *a: True",  # builtins
@@ -102,9 +112,9 @@ def test_a_broken_answer_costs_only_its_part(answer):
     "get_ipython().showtraceback = lambda *a, **k: None",  # how errors are shown
     "ip = get_ipython()\nip.run_cell = lambda *a, **k: ip.run_cell.__self__",  # a hijacked kernel
 ], ids=["helpers", "builtins", "hooks", "traceback display", "hijacked run_cell"])
-def test_tampering_with_the_machinery_does_not_pass_wrong_answers(tamper):
+def test_tampering_with_the_machinery_does_not_pass_wrong_answers(tamper, isolate):
     wrong = "def layer_params(d_model, d_ff):\n    return 0\n" + tamper
-    scores, result, _ = grade(submission(layer_params=wrong), cell_timeout=5)
+    scores, result, _ = grade(submission(layer_params=wrong), cell_timeout=5, isolate=isolate)
     assert scores == {**PARTS, "test-layer_params": 0.0}, result  # only the tampering part is lost
 
 
@@ -118,46 +128,133 @@ get_ipython().run_cell = skip
 """
 
 
-@needs_sandbox
-def test_a_kernel_hijacked_to_report_success_passes_nothing_it_did_not_run():
+@isolation
+def test_a_kernel_hijacked_to_report_success_passes_nothing_it_did_not_run(isolate):
     wrong = "def layer_params(d_model, d_ff):\n    return 0\n" + FAKE_SUCCESS
-    scores, result, _ = grade(submission(layer_params=wrong), cell_timeout=5)
+    scores, result, _ = grade(submission(layer_params=wrong), cell_timeout=5, isolate=isolate)
     assert scores == {**PARTS, "test-layer_params": 0.0, "test-relative_update": 0.0}, result
     assert {c.status for c in result.cells if c.points == 0} == {"failed (did not run to its end)"}
 
 
-@needs_sandbox
-def test_a_class_is_graded_in_parallel_and_only_the_expected_scores_are_recorded(tmp_path):
+def _course(tmp_path, submissions):
+    """A course folder like the real one (sources, release, nbgrader_config.py) with these submissions."""
     import shutil
-
-    from nbgrader.api import Gradebook
-
-    from lrlib.autograde import autograde
 
     course = tmp_path / "course"
     for folder in ("solutions", "exercises"):
         shutil.copytree(ROOT / folder / NAME, course / folder / NAME)
-    submissions = {
+    shutil.copy(ROOT / "nbgrader_config.py", course)
+    for student, nb in submissions.items():
+        (course / "submitted" / student / NAME).mkdir(parents=True)
+        path = course / "submitted" / student / NAME / f"{NAME}.ipynb"
+        path.write_text(nb) if isinstance(nb, str) else nbformat.write(nb, path)
+    return course
+
+
+def _hidden_lines():
+    """Lines that only the hidden tests contain (none of them is in the release)."""
+    release = "\n".join(c.source for c in RELEASE.cells)
+    hidden = set()
+    for cell in SOURCE.cells:
+        if cell.metadata["nbgrader"].get("grade"):
+            region = cell.source.split("### BEGIN HIDDEN TESTS")[1].split("### END HIDDEN TESTS")[0]
+            hidden |= {line.strip() for line in region.splitlines() if len(line.strip()) > 20}
+    return {line for line in hidden if line not in release}
+
+
+def _tests_deleted_and_points_changed():
+    nb = submission()
+    nb.cells = [c for c in nb.cells if not c.metadata["nbgrader"].get("grade")]
+    for cell in nb.cells:
+        cell.metadata["nbgrader"]["points"] = 99
+    return nb
+
+
+@needs_sandbox
+def test_make_autograde_grades_a_class_records_exactly_the_scores_and_writes_feedback_and_csv(tmp_path):
+    """The instructor's one command, on a class with good, blank, broken and foreign submissions."""
+    import csv
+    import subprocess
+
+    from nbgrader.api import Gradebook
+
+    course = _course(tmp_path, {
         "alice": submission(),
         "bob": copy.deepcopy(RELEASE),
         "eve": submission(layer_params="import os\nos._exit(0)"),
+        "mallory": _tests_deleted_and_points_changed(),
         "dave": nbformat.read(ROOT / "exercises" / "ch02_too_big_too_small" / "ch02_too_big_too_small.ipynb",
                               as_version=4),
-    }
-    for student, nb in submissions.items():
-        (course / "submitted" / student / NAME).mkdir(parents=True)
-        nbformat.write(nb, course / "submitted" / student / NAME / f"{NAME}.ipynb")
-    (course / "submitted" / "carol" / NAME).mkdir(parents=True)
-    (course / "submitted" / "carol" / NAME / f"{NAME}.ipynb").write_text('{"cells": [')
-    summary = autograde(course, NAME, workers=2, cell_timeout=5, progress=False).set_index("student")
-    assert summary.loc[["alice", "bob", "eve"], "score"].tolist() == [10.0, 0.0, 7.0]
-    assert summary.loc[["carol", "dave"], "status"].tolist() == ["error", "error"]
-    assert "not a valid notebook" in summary.loc["carol", "notes"]
-    assert "another assignment" in summary.loc["dave", "notes"]
+        "carol": '{"cells": [',
+    })
+    run = subprocess.run(["make", "-C", str(ROOT), "autograde", f"COURSE={course}", f"ASSIGNMENT={NAME}",
+                          "AUTOGRADE_FLAGS=--workers 2 --cell-timeout 5"], capture_output=True, text=True)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "6 submissions: 4 graded, 0 graded with a timeout, 2 failed" in run.stdout, run.stdout
+    assert "not a valid notebook" in run.stdout and "another assignment" in run.stdout
+    expected = {"alice": 10.0, "bob": 0.0, "eve": 7.0, "mallory": 10.0}
     with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gb:
-        recorded = {s.student.id: s.score for s in gb.assignment_submissions(NAME)}
-        assert recorded == {"alice": 10.0, "bob": 0.0, "eve": 7.0}  # and nothing else
-        assert sorted(s.id for s in gb.students) == ["alice", "bob", "eve"]
+        assert {s.student.id: s.score for s in gb.assignment_submissions(NAME)} == expected  # nothing else
+        assert sorted(s.id for s in gb.students) == sorted(expected)
+    with open(course / "grades.csv") as f:
+        assert {row["student_id"]: float(row["score"]) for row in csv.DictReader(f)} == expected
+    hidden = _hidden_lines()
+    assert len(hidden) > 10
+    for student in expected:
+        html = (course / "feedback" / student / NAME / f"{NAME}.html").read_text()
+        assert not [line for line in hidden if line in html.replace("&quot;", '"').replace("&#39;", "'")]
+        assert "HIDDEN TESTS" not in html
+    eve = (course / "feedback" / "eve" / NAME / f"{NAME}.html").read_text()
+    assert "0 of 3 points" in eve and "the kernel died while this cell ran" in eve
+    assert not (course / "feedback" / "carol").exists() and not (course / "autograded" / "dave").exists()
+
+
+@needs_sandbox
+def test_a_class_is_graded_on_a_dask_cluster(tmp_path):
+    distributed = pytest.importorskip("distributed")
+    from lrlib.autograde import autograde
+
+    eve = submission(layer_params="import os\nos._exit(0)")
+    course = _course(tmp_path, {"alice": submission(), "eve": eve})
+    with distributed.Client(processes=False, n_workers=1, threads_per_worker=2, dashboard_address=None) as dk:
+        summary = autograde(course, NAME, executor=dk.get_executor(), cell_timeout=5, progress=False)
+    assert dict(zip(summary.student, summary.score)) == {"alice": 10.0, "eve": 7.0}
+
+
+def test_feedback_from_plain_nbgrader_autograde_hides_the_hidden_tests_too(tmp_path):
+    """nbgrader_config.py cuts hidden tests from feedback even for notebooks graded without lrlib."""
+    import subprocess
+
+    from lrlib.autograde import GradeResult, Outcome, record_grades
+
+    course = _course(tmp_path, {})
+    record_grades(course / "gradebook.db", NAME, SOURCE, [Outcome("zoe", GradeResult())])
+    (course / "autograded" / "zoe" / NAME).mkdir(parents=True)
+    nbformat.write(SOURCE, course / "autograded" / "zoe" / NAME / f"{NAME}.ipynb")  # hidden tests included
+    import sys
+    from pathlib import Path
+
+    run = subprocess.run([str(Path(sys.executable).parent / "nbgrader"), "generate_feedback", NAME],
+                         cwd=course, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    html = (course / "feedback" / "zoe" / NAME / f"{NAME}.html").read_text()
+    assert "HIDDEN TESTS" not in html and "Visible tests for part 1" in html
+
+
+def test_feedback_notebook_strips_hidden_tests_and_says_why_points_were_lost():
+    from lrlib.autograde import CellResult, GradeResult, feedback_notebook, strip_hidden_tests
+
+    assert strip_hidden_tests("a\n### BEGIN HIDDEN TESTS\nb\n### END HIDDEN TESTS\nc") == "a\nc"
+    assert strip_hidden_tests("a\n# BEGIN HIDDEN TESTS\nsecret") == "a"  # unclosed: cut to the end
+    nb, _ = assemble(SOURCE, submission(), RELEASE)
+    tests = [i for i, c in enumerate(nb.cells) if c.metadata["nbgrader"].get("grade")]
+    result = GradeResult(cells=[CellResult(nb.cells[i].metadata["nbgrader"]["grade_id"], 0.0, 2.0, "timeout")
+                                for i in tests], outputs={tests[0]: "AssertionError: wrong\n"})
+    out = feedback_notebook(nb, result)
+    assert all("HIDDEN" not in c.source for c in out.cells)
+    first = out.cells[tests[0]].outputs[0].text
+    assert first.startswith("AssertionError: wrong") and "0 of 2 points" in first and "time limit" in first
+    assert nb.cells[tests[0]].outputs == []  # the input is not changed
 
 
 # --- what the sandbox adds: the same exploits with and without isolation ---------------------------------
@@ -244,3 +341,35 @@ def test_resource_bombs_are_contained(answer, lost):
     time.sleep(0.5)
     left = subprocess.run(["pgrep", "-u", "61100"], capture_output=True, text=True).stdout.split()
     assert left == [], "the sandbox's processes outlived the grading"
+
+
+def test_without_isolation_grading_refuses_unless_unsafe_mode_is_asked_for(tmp_path, monkeypatch, capsys):
+    import lrlib.sandbox
+    from lrlib.autograde import autograde
+
+    monkeypatch.setattr(lrlib.sandbox, "isolation_available", lambda: (False, "needs root (pretend)"))
+    course = _course(tmp_path, {"alice": submission()})
+    with pytest.raises(RuntimeError, match=r"refusing to grade .* without isolation: needs root \(pretend\)"):
+        autograde(course, NAME, workers=1)
+    assert not (course / "gradebook.db").exists()
+    with pytest.warns(UserWarning, match="WITHOUT isolation"):
+        summary = autograde(course, NAME, workers=1, allow_unsafe=True, cell_timeout=20)
+    assert summary.score.tolist() == [10.0]
+    assert "graded=1" in capsys.readouterr().err  # the progress bar's live counts
+    with pytest.raises(ValueError, match="assignment: no source notebook"):
+        autograde(course, "ch99_nothing", allow_unsafe=True)
+
+
+ASSIGNMENTS = sorted(p.name for p in (ROOT / "solutions").iterdir() if p.is_dir())
+
+
+@needs_sandbox
+@pytest.mark.parametrize("name", ASSIGNMENTS)
+def test_every_assignment_grades_its_solution_full_and_its_release_zero_in_the_sandbox(name):
+    source = nbformat.read(ROOT / "solutions" / name / f"{name}.ipynb", as_version=4)
+    release = nbformat.read(ROOT / "exercises" / name / f"{name}.ipynb", as_version=4)
+    solved, _ = assemble(source, source, release)
+    result = grade_notebook(solved, cell_timeout=60, uid=61300)
+    assert result.score == result.max_score == 10, result
+    blank, _ = assemble(source, release, release)
+    assert grade_notebook(blank, cell_timeout=60, uid=61300).score == 0
