@@ -30,9 +30,18 @@ book: $(STAMP)  ## execute every chapter (cached) and build the site into _build
 	@echo "Open _build/html/index.html in a browser."
 
 lint: $(STAMP)  ## ruff over the package, tests and solutions
-	$(VENV)/bin/ruff check lrlib tests solutions benchmarks nbgrader_config.py
+	$(VENV)/bin/ruff check lrlib tests solutions benchmarks book/_ext nbgrader_config.py
 
-test: $(STAMP) lint  ## lint, unit tests, every chapter and solution under papermill, nbgrader end to end
+# The site's browser test drives Debian's Chromium (Playwright downloads no browser).
+CHROMIUM := /usr/bin/chromium
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+$(CHROMIUM):
+	@echo "Installing Debian's chromium for the browser test of the site..."
+	$(SUDO) apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends chromium > /dev/null
+
+test: $(STAMP) lint $(CHROMIUM)  ## lint, unit tests, chapters and solutions, nbgrader, the site in Chromium
 	$(PY) -m pytest
 
 LAB_OVERRIDES := $(VENV)/share/jupyter/lab/settings/overrides.json

@@ -54,6 +54,25 @@ def chapters() -> list[Path]:
     return out
 
 
+@pytest.fixture(scope="session")
+def fast_site(tmp_path_factory):
+    """The site built as `make book` builds it (Sphinx warnings as errors), chapters in FAST mode.
+
+    Returns (the html folder, the build's return code, its log). Built once per test session.
+    """
+    import subprocess
+    import sys
+
+    out = tmp_path_factory.mktemp("site")
+    env = {**os.environ, "LRLIB_FAST": "1", "LRLIB_DEVICE": "cpu",
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    done = subprocess.run(
+        [Path(sys.executable).parent / "jupyter-book", "build", ".", "--path-output", str(out),
+         "-W", "-n", "--keep-going"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200)
+    return out / "_build" / "html", done.returncode, done.stdout + done.stderr
+
+
 def assignments() -> list[str]:
     return sorted(p.name for p in (ROOT / "solutions").iterdir() if p.is_dir())
 

@@ -84,9 +84,11 @@ def test_edited_and_deleted_tests_and_changed_metadata_are_ignored(isolate):
         if cell.metadata["nbgrader"].get("grade"):
             cell.source, cell.metadata["nbgrader"]["points"] = "pass", 100
     nb.cells = [c for c in nb.cells if c.metadata["nbgrader"]["grade_id"] != "test-relative_update"]
-    for cell in nb.cells:  # an answer relabelled as a test worth 50 points
+    for cell in nb.cells:  # an answer relabelled as a test worth 50 points; a test renamed
         if cell.metadata["nbgrader"]["grade_id"] == "update":
             cell.metadata["nbgrader"].update(grade=True, points=50)
+        if cell.metadata["nbgrader"]["grade_id"] == "test-update":
+            cell.metadata["nbgrader"].update(grade_id="bonus", points=1000)
     scores, _, _ = grade(nb, isolate=isolate)
     assert scores == {**PARTS, "test-layer_params": 0.0}  # the deleted test was restored and passed
 
