@@ -59,6 +59,14 @@ def browser():
 
 
 IMAGES = "Array.from(document.images).filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.src)"
+#: images a screen reader would announce as a file name, or not at all
+NO_ALT = """Array.from(document.querySelectorAll('article img'))
+  .map(i => [i.getAttribute('src'), i.alt || ''])
+  .filter(([src, alt]) => !alt.trim() || /\\.(png|svg|jpe?g|gif)$/i.test(alt)).map(([src]) => src)"""
+#: cell-output figures without a caption under them
+NO_CAPTION = """Array.from(document.querySelectorAll('article .cell_output img'))
+  .filter(i => !i.closest('figure') || !i.closest('figure').querySelector('figcaption'))
+  .map(i => i.getAttribute('src'))"""
 MATH = """() => {
   const raw = document.querySelectorAll('.math').length;
   const typeset = document.querySelectorAll('mjx-container').length;
@@ -74,8 +82,9 @@ LINKS = """Array.from(document.querySelectorAll('a[href]')).map(a => a.getAttrib
 def check_page(page, url: str, screenshot: Path | None = None) -> tuple[list[str], list[str]]:
     """Load ``url`` and return (problems, internal links) for it.
 
-    Problems: console errors, failed requests, images that did not load, math left
-    untypeset (or with MathJax errors), cell outputs holding a traceback or an error.
+    Problems: console errors, failed requests, images that did not load or have no
+    alt text, figures without a caption, math left untypeset (or with MathJax errors),
+    cell outputs holding a traceback or an error.
     """
     page.problems = []
     page.goto(url, wait_until="networkidle")
@@ -85,6 +94,8 @@ def check_page(page, url: str, screenshot: Path | None = None) -> tuple[list[str
         page.evaluate("() => window.MathJax && MathJax.startup.promise")
     problems = list(page.problems)
     problems += [f"image did not load: {src}" for src in page.evaluate(IMAGES)]
+    problems += [f"image without alt text: {src}" for src in page.evaluate(NO_ALT)]
+    problems += [f"figure without a caption: {src}" for src in page.evaluate(NO_CAPTION)]
     raw, typeset, failed = page.evaluate(MATH)
     if raw and not typeset:
         problems.append(f"{raw} math elements, none typeset by MathJax")
