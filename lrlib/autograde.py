@@ -350,9 +350,10 @@ def grade_notebook(nb: nbformat.NotebookNode, *, limits: Limits | None = None, c
                 verdict = "passed" if passed else {"ok": "failed", "error": "failed"}.get(status, status)
                 if status == "ok" and not passed:
                     verdict = "failed (did not run to its end)"
-                result.cells.append(CellResult(meta["grade_id"], points if passed else 0.0, points, verdict,
-                                               out.replace(marker, "")))
-                result.outputs[index] = out.replace(marker + "\n", "").replace(marker, "")
+                shown = out.replace(marker + "\n", "").replace(marker, "")
+                earned = points if passed else 0.0
+                result.cells.append(CellResult(meta["grade_id"], earned, points, verdict, shown))
+                result.outputs[index] = shown
                 if status in ("timeout", "dead") and not (status == "timeout" and kernel.interrupt()):
                     del history[part_start:]  # this part's answers broke the kernel: leave them out
                     restart()
@@ -427,7 +428,8 @@ def feedback_notebook(nb: nbformat.NotebookNode, result: GradeResult) -> nbforma
         if cell.cell_type != "code":
             continue
         text = result.outputs.get(index, "")
-        graded = verdicts.get(_meta(cell).get("grade_id")) if _meta(cell).get("grade") else None
+        meta = _meta(cell)
+        graded = verdicts.get(meta.get("grade_id")) if meta.get("grade") else None
         if graded is not None:
             cell.source = strip_hidden_tests(cell.source)
             if graded.points < graded.max_points:
