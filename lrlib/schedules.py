@@ -61,12 +61,28 @@ class Schedule:
         return float(values) if values.ndim == 0 else values
 
     def attach(self, optimizer: torch.optim.Optimizer, last_epoch: int = -1) -> ScheduleLR:
-        """A ``torch.optim.lr_scheduler.LRScheduler`` that follows this schedule.
+        """A ``torch.optim.lr_scheduler.LRScheduler`` that puts ``s(t)`` into ``optimizer``.
 
-        Each param group's rate is ``s(t) * group_lr / s.lr``, with ``group_lr`` the
-        group's rate when attached (as ``LambdaLR`` scales each group): a group built
-        with the schedule's own ``lr`` follows ``s(t)`` exactly, and a group with a
-        tenth of it follows a tenth of ``s(t)``.
+        The optimizer's rate after ``t`` calls of ``scheduler.step()`` is ``s(t)``
+        itself, whatever ``lr`` the optimizer was built with (for :func:`cyclic`,
+        built with ``base_lr`` as torch's ``CyclicLR`` users do, the rate still runs
+        from ``base_lr`` to ``max_lr``).
+
+        With several param groups, the group whose rate is largest when attached
+        follows ``s(t)`` and every other group keeps its ratio to it:
+        :math:`\\eta_i(t) = s(t)\\, \\eta_i / \\max_j \\eta_j`. Layer-wise decay
+        (:func:`lrlib.param_groups.layerwise_lr_groups`) thus puts the top layer on
+        the schedule and each lower layer at its fixed fraction of it.
+
+        >>> import torch
+        >>> opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.01)
+        >>> sched = cyclic(0.01, 0.1, step_size_up=2).attach(opt)
+        >>> rates = []
+        >>> for _ in range(3):
+        ...     rates.append(round(opt.param_groups[0]["lr"], 3))
+        ...     opt.step(); sched.step()
+        >>> rates
+        [0.01, 0.055, 0.1]
         """
         return ScheduleLR(optimizer, self, last_epoch=last_epoch)
 
@@ -103,8 +119,13 @@ class ScheduleLR(torch.optim.lr_scheduler.LRScheduler):
         super().__init__(optimizer, last_epoch)
 
     def get_lr(self) -> list[float]:
-        factor = self.schedule(int(self.last_epoch)) / self.schedule.lr
-        return [base * factor for base in self.base_lrs]
+        # base_lrs are the groups' rates when attached; the largest one is the reference
+        reference = max(self.base_lrs)
+        if not reference > 0:
+            raise ValueError(f"optimizer: at least one param group needs a rate > 0 to follow a schedule, "
+                             f"got {self.base_lrs}")
+        rate = float(self.schedule(int(self.last_epoch)))
+        return [rate * base / reference for base in self.base_lrs]
 
     def state_dict(self) -> dict[str, Any]:
         # The schedule is configuration, rebuilt by the caller: keep only torch's counters.
@@ -458,7 +479,7 @@ def inverse_sqrt(d_model: int, warmup_steps: int, scale: float = 1.0) -> Schedul
         n = t + 1.0
         return scale * d**-0.5 * np.minimum(n**-0.5, n * W**-1.5)
 
-    # attach() to an optimizer with lr 1.0, the LambdaLR convention of the original recipe
+    # its reference rate is 1.0 (the paper writes the schedule as a LambdaLR factor on lr 1.0)
     return Schedule("inverse_sqrt", curve, {"d_model": d, "warmup_steps": W, "scale": scale}, 1.0)
 
 

@@ -170,13 +170,50 @@ def test_the_seeds_recipe_linear_then_cosine_through_sequentiallr():
     check(ours, make, lr, T)
 
 
-@pytest.mark.parametrize("schedule", [
+#: One schedule from every factory (and both compositions).
+EVERY_FACTORY = [
     S.constant(0.1), S.step_decay(0.1, 7), S.multistep(0.1, [5, 20]), S.exponential(0.1, 0.97),
     S.cosine(0.1, 80, 1e-3), S.polynomial(0.1, 80, 2.0), S.cyclic(0.01, 0.1, 9), S.one_cycle(0.1, 100),
     S.sgdr(0.1, 10, 2), S.warmup_linear(0.1, 10, 100), S.warmup_cosine(0.1, 10, 100, 1e-3),
     S.inverse_sqrt(64, 10), S.wsd(0.1, 10, 40, 30, 1e-3, "1-sqrt"),
     S.warmup(S.cosine(0.1, 90), 10), S.sequential([S.constant(0.1), S.exponential(0.1, 0.9)], [50]),
-], ids=lambda s: s.name)
+]
+assert {s.name for s in EVERY_FACTORY} >= {name for name in S.__all__ if name not in ("Schedule", "ScheduleLR")}
+
+
+@pytest.mark.parametrize("built_with", [1e-4, 0.01, 1.0, 37.0])
+@pytest.mark.parametrize("schedule", EVERY_FACTORY, ids=lambda s: s.name)
+def test_an_attached_schedule_puts_its_own_rate_into_the_optimizer(schedule, built_with):
+    """Whatever lr the optimizer was built with (CyclicLR users build it with base_lr), the rate
+    it uses at step t is s(t)."""
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(2))], lr=built_with, momentum=0.9)
+    sched = schedule.attach(opt)
+    seen = []
+    for _ in range(100):  # one_cycle is defined up to its total_steps, 100
+        seen.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    np.testing.assert_allclose(seen, schedule(np.arange(100)), rtol=1e-12, atol=0)
+
+
+def test_with_several_groups_the_largest_follows_the_schedule_and_the_others_keep_their_ratio():
+    schedule = S.cyclic(0.01, 0.1, 5)
+    params = [torch.nn.Parameter(torch.zeros(1)) for _ in range(3)]
+    opt = torch.optim.Adam([{"params": [params[0]], "lr": 0.002}, {"params": [params[1]], "lr": 0.02},
+                            {"params": [params[2]], "lr": 0.0}])
+    sched = schedule.attach(opt)
+    for t in range(30):
+        rates = [g["lr"] for g in opt.param_groups]
+        assert rates[1] == pytest.approx(schedule(t), rel=1e-12)
+        assert rates[0] == pytest.approx(schedule(t) / 10, rel=1e-12) and rates[2] == 0.0
+        opt.step()
+        sched.step()
+    frozen = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.0)
+    with pytest.raises(ValueError, match="optimizer: at least one param group needs a rate > 0"):
+        schedule.attach(frozen)
+
+
+@pytest.mark.parametrize("schedule", EVERY_FACTORY, ids=lambda s: s.name)
 def test_resume_mid_training_is_bit_identical(schedule):
     """100 steps straight versus 50, save everything, rebuild fresh, load, 50 more."""
     lr0 = schedule.lr
@@ -211,8 +248,7 @@ def test_resume_mid_training_is_bit_identical(schedule):
     assert straight_lrs == resumed_lrs
     for a, b in zip(straight[0].parameters(), second[0].parameters()):
         assert torch.equal(a, b)
-    assert straight_lrs[10][0] == pytest.approx(schedule(10) if schedule.name != "inverse_sqrt"
-                                                else lr0 * schedule(10))
+    assert straight_lrs[10][0] == pytest.approx(schedule(10))
     assert straight_lrs[10][1] == pytest.approx(straight_lrs[10][0] / 10)  # groups keep their ratio
 
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from lrlib.schedules import warmup_cosine
-from lrlib.trials import DigitsTrial, results_frame, run_trial, run_trials, select, worker_pool
+from lrlib.trials import SCHEDULES, DigitsTrial, results_frame, run_trial, run_trials, select, worker_pool
 
 from .conftest import devices
 
@@ -47,6 +47,34 @@ def test_a_trial_is_the_loop_it_describes():
     with torch.no_grad():
         expected = torch.nn.functional.cross_entropy(model.eval()(data.x_test), data.y_test).item()
     assert result.test_loss == pytest.approx(expected, rel=1e-6)
+
+
+#: The arguments, besides the rate, of a 30-step run for every schedule a trial can name.
+SCHEDULE_ARGS = {
+    "constant": {}, "step_decay": {"step_size": 7, "gamma": 0.5}, "multistep": {"milestones": [5, 20]},
+    "exponential": {"gamma": 0.9}, "cosine": {"total_steps": 30, "min_lr": 1e-3},
+    "polynomial": {"total_steps": 30, "power": 2.0}, "one_cycle": {"total_steps": 30},
+    "sgdr": {"T_0": 8, "T_mult": 2}, "warmup_linear": {"warmup_steps": 5, "total_steps": 30},
+    "warmup_cosine": {"warmup_steps": 5, "total_steps": 30}, "wsd": {"warmup_steps": 5, "stable_steps": 10,
+                                                                     "decay_steps": 15},
+    "cyclic": {"max_lr": 0.1, "step_size_up": 6},
+}
+
+
+def test_every_trial_schedule_has_a_case():
+    assert set(SCHEDULE_ARGS) == set(SCHEDULES)
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+@pytest.mark.parametrize("name", SCHEDULES)
+def test_the_optimizer_of_a_trial_uses_the_rate_its_schedule_gives(name, optimizer):
+    """The rate in force at step t is s(t), also for cyclic, whose optimizer is built at base_lr."""
+    trial = DigitsTrial(0.01, name, SCHEDULE_ARGS[name], steps=30, model="mlp", hidden=(8,),
+                        optimizer=optimizer)
+    result = run_trial(trial)
+    np.testing.assert_allclose(result.run.lrs, trial.build_schedule()(np.arange(30)), rtol=1e-12, atol=0)
+    if name == "cyclic":
+        assert result.run.lrs.max() == pytest.approx(0.1)  # it reaches max_lr, not base_lr
 
 
 @pytest.mark.parametrize("optimizer,cls", [("adam", torch.optim.Adam), ("radam", torch.optim.RAdam),
