@@ -12,10 +12,10 @@ STAMP := $(VENV)/.installed
 # pip's global config here lists extra indexes that may not exist; keep the log readable.
 QUIET_PIP := grep -v -e "is ignored: it is neither a file nor a directory" || true
 
-.PHONY: help venv book test lint lab exercises autograde clean
+.PHONY: help venv book test test-quick bench lint lab exercises autograde clean
 
 help:  ## list the targets
-	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,9 +25,14 @@ $(STAMP): pyproject.toml constraints.txt
 
 venv: $(STAMP)  ## create .venv and install lrlib with every extra
 
-book: $(STAMP)  ## execute every chapter (cached) and build the site into _build/html
-	$(VENV)/bin/jupyter-book build . -W -n --keep-going
-	@echo "Open _build/html/index.html in a browser."
+# FAST=1 shrinks every chapter's loops for local iteration. It builds into its own folder, with its
+# own execution cache, so a FAST result can never be served to the real build.
+FAST ?=
+BOOK_OUT := $(if $(FAST),_build/fast,.)
+
+book: $(STAMP)  ## execute every chapter (cached) and build the site into _build/html (FAST=1: quick, _build/fast/)
+	$(if $(FAST),LRLIB_FAST=1) $(VENV)/bin/jupyter-book build . --path-output $(BOOK_OUT) -W -n --keep-going
+	@echo "Open $(BOOK_OUT)/_build/html/index.html in a browser."
 
 lint: $(STAMP)  ## ruff over the package, tests and solutions
 	$(VENV)/bin/ruff check lrlib tests solutions benchmarks book/_ext nbgrader_config.py
@@ -41,8 +46,15 @@ $(CHROMIUM):
 	$(SUDO) apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends chromium > /dev/null
 
-test: $(STAMP) lint $(CHROMIUM)  ## lint, unit tests, chapters and solutions, nbgrader, the site in Chromium
-	$(PY) -m pytest
+test: $(STAMP) lint $(CHROMIUM)  ## lint, unit tests, the book built once in full mode, solutions graded, the site in Chromium
+	$(PY) -m pytest --durations=25
+
+test-quick: $(STAMP) lint  ## the inner loop: lint, unit tests and doctests; no notebook, no book build
+	$(PY) -m pytest -m "not slow" -q
+
+bench: $(STAMP)  ## seconds per chapter (full and FAST) and per solution against the budgets; batched speed-up
+	$(PY) benchmarks/notebook_times.py
+	$(PY) benchmarks/batched_sweep.py --ks 1 4 16 --repeats 2
 
 LAB_OVERRIDES := $(VENV)/share/jupyter/lab/settings/overrides.json
 

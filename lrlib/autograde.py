@@ -369,6 +369,10 @@ def grade_notebook(nb: nbformat.NotebookNode, *, limits: Limits | None = None, c
                 if not (status == "timeout" and kernel.interrupt()):
                     restart()
             else:
+                if status == "error":  # the instructor sees which answer raised, not only the lost points
+                    raised = result.outputs[index].strip().splitlines()
+                    result.notes.append(f"cell {meta.get('grade_id', '?')!r} raised "
+                                        f"{raised[-1] if raised else 'an error'}")
                 history.append(cell.source)
                 progress = True
     except _GiveUp:

@@ -1,89 +1,111 @@
-"""Many learning rates at once: K copies of a small MLP trained as one batched model (chapter 7).
+"""Many runs at once: K copies of a small model trained as one batched model (chapters 5-7).
 
 On a small model most of a training step is overhead: launching dozens of tiny
-kernels, running Python. :class:`BatchedMLP` stacks the weights of K independent
-MLPs along a leading dimension and evaluates all of them with batched matrix
-multiplies (``torch.baddbmm``); :class:`BatchedSGD` and :class:`BatchedAdam` update
-them with one learning rate per copy. Each copy follows exactly the arithmetic of
-``torch.optim.SGD`` / ``torch.optim.Adam`` on its own MLP, so a sweep of K rates
-(and seeds) is one training run whose results match K separate runs to float
-tolerance (the tests check it). :func:`train_batched` runs such a sweep on the digits.
+kernels, running Python. :class:`BatchedModel` stacks the parameters of K
+independent copies of *any* module along a new leading dimension
+(``torch.func.stack_module_state``) and evaluates all of them in one call
+(``torch.func.vmap`` over ``torch.func.functional_call``), so an MLP or a
+transformer of the course trains K rates, seeds or schedules at the cost of a
+few. :class:`BatchedSGD`, :class:`BatchedAdam` and :class:`BatchedRAdam` update
+the stacked weights with one learning rate per copy (and per step, for a
+schedule), each copy following exactly the arithmetic of ``torch.optim.SGD`` /
+``Adam`` / ``RAdam`` on its own model. :func:`train_copies` is the loop;
+:func:`lrlib.trials.run_trials` batches compatible trials through it, and
+:func:`train_batched` runs a sweep of digits MLPs. The results equal K separate
+runs to float32 reassociation (the tests check it against ``torch.optim``).
 """
 
 from __future__ import annotations
 
+import copy
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.func import functional_call, stack_module_state, vmap
 
 from lrlib._checks import check_int, check_nonnegative, check_real
 from lrlib.data import Split, minibatches
 from lrlib.models import MLP
+from lrlib.training import TrainingRun, evaluate
+
+Batch = tuple[torch.Tensor, torch.Tensor]
 
 
-class BatchedMLP(nn.Module):
-    """K independent MLPs (Linear, ReLU, ..., Linear) held as stacked weights.
+class BatchedModel(nn.Module):
+    """K independent copies of one architecture, run as one model.
 
-    ``weights[l]`` has shape ``(K, d_in, d_out)`` and ``biases[l]`` ``(K, d_out)``;
-    input ``(K, batch, d_in)`` gives output ``(K, batch, d_out)``, copy ``k`` seeing
-    only ``x[k]``.
+    Each parameter of the copies is stacked into one ``(K, ...)`` tensor; the input
+    ``(K, batch, ...)`` gives the output ``(K, batch, ...)``, copy ``k`` seeing only
+    ``x[k]`` through its own weights. :func:`lrlib.training.evaluate` feeds every
+    copy the same images.
 
     Args:
-        models: the K :class:`~lrlib.models.MLP` s to copy (same widths); they are not changed.
+        models: the K modules to copy (same architecture; they are not changed). Modules
+            with buffers that training updates (BatchNorm) are refused.
+
+    Example:
+        >>> _ = torch.manual_seed(0); copies = [MLP(4, (8,), 3) for _ in range(2)]
+        >>> batched = BatchedModel(copies)
+        >>> x = torch.randn(2, 5, 4)
+        >>> torch.allclose(batched(x)[1], copies[1](x[1]), atol=1e-6)
+        True
     """
 
-    def __init__(self, models: Sequence[MLP]):
+    def __init__(self, models: Sequence[nn.Module]):
         super().__init__()
         if not models:
             raise ValueError("models must not be empty")
-        linears = [[m for m in model.net if isinstance(m, nn.Linear)] for model in models]
-        shapes = [[lin.weight.shape for lin in layer] for layer in linears]
-        if any(s != shapes[0] for s in shapes):
-            raise ValueError("every model must have the same layer widths")
-        if any(not isinstance(m, (nn.Linear, nn.ReLU)) for model in models for m in model.net):
-            raise ValueError("BatchedMLP copies plain MLPs (Linear and ReLU layers only)")
-        self.weights = nn.ParameterList(
-            nn.Parameter(torch.stack([layer[i].weight.detach().T for layer in linears]).clone())
-            for i in range(len(linears[0])))
-        self.biases = nn.ParameterList(
-            nn.Parameter(torch.stack([layer[i].bias.detach() for layer in linears]).clone())
-            for i in range(len(linears[0])))
+        names = [[n for n, _ in m.named_parameters()] for m in models]
+        shapes = [[p.shape for p in m.parameters()] for m in models]
+        if any(n != names[0] for n in names) or any(s != shapes[0] for s in shapes):
+            raise ValueError("models must share one architecture (the same parameter names and shapes)")
+        if any(isinstance(mod, nn.modules.batchnorm._BatchNorm) for mod in models[0].modules()):
+            raise ValueError("models must not hold BatchNorm layers: their running statistics "
+                             "are updated in place, which vmap cannot batch")
+        params, buffers = stack_module_state(list(models))
+        self.names = list(params)
+        self.stacked = nn.ParameterList(nn.Parameter(params[n].detach().clone()) for n in self.names)
+        for name, value in buffers.items():
+            self.register_buffer("buffer_" + name.replace(".", "_"), value.clone())
+        self._buffer_names = list(buffers)
+        self._template = [copy.deepcopy(models[0]).to("meta")]  # a list: not a submodule
 
     @property
-    def k(self) -> int:
-        return self.weights[0].shape[0]
+    def copies(self) -> int:
+        """K, the number of copies."""
+        return self.stacked[0].shape[0]
+
+    def _buffers_dict(self) -> dict[str, torch.Tensor]:
+        return {n: getattr(self, "buffer_" + n.replace(".", "_")) for n in self._buffer_names}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = x.flatten(2)
-        for i, (w, b) in enumerate(zip(self.weights, self.biases)):
-            h = torch.baddbmm(b.unsqueeze(1), h, w)
-            if i < len(self.weights) - 1:
-                h = torch.relu(h)
-        return h
+        template = self._template[0].train(self.training)
 
-    def member(self, k: int) -> MLP:
-        """Copy ``k`` as an ordinary :class:`~lrlib.models.MLP`."""
-        widths = [w.shape[1] for w in self.weights] + [self.weights[-1].shape[2]]
-        model = MLP(widths[0], widths[1:-1], widths[-1]).to(self.weights[0].device)
-        linears = [m for m in model.net if isinstance(m, nn.Linear)]
-        with torch.no_grad():
-            for lin, w, b in zip(linears, self.weights, self.biases):
-                lin.weight.copy_(w[k].T)
-                lin.bias.copy_(b[k])
+        def one(params, buffers, inputs):
+            return functional_call(template, (params, buffers), (inputs,))
+
+        params = dict(zip(self.names, self.stacked))
+        return vmap(one, randomness="different")(params, self._buffers_dict(), x)
+
+    def member(self, k: int, model: nn.Module) -> nn.Module:
+        """Copy ``k``'s weights into ``model`` (an instance of the copied architecture); returns it."""
+        state = {n: p[k].detach() for n, p in zip(self.names, self.stacked)}
+        state.update({n: b[k] for n, b in self._buffers_dict().items()})
+        model.load_state_dict(state)
         return model
 
 
-def _per_copy(lrs: Sequence[float] | torch.Tensor, k: int) -> torch.Tensor:
-    lrs = torch.as_tensor(lrs, dtype=torch.float64).flatten()
+def _per_copy(lrs: Sequence[float] | torch.Tensor | np.ndarray, k: int) -> torch.Tensor:
+    lrs = torch.as_tensor(np.asarray(lrs, dtype=float), dtype=torch.float64).flatten()
     if lrs.numel() != k:
         raise ValueError(f"lrs must have one rate per copy ({k}), got {lrs.numel()}")
-    if not bool((lrs > 0).all()):
-        raise ValueError(f"lrs must all be > 0, got {lrs.tolist()}")
+    if not bool((lrs >= 0).all()):
+        raise ValueError(f"lrs must all be >= 0, got {lrs.tolist()}")
     return lrs
 
 
@@ -97,6 +119,10 @@ class _Batched(torch.optim.Optimizer):
             raise ValueError("every parameter must have the copies along its first dimension")
         super().__init__(params, defaults)
         self.lrs = _per_copy(lrs, k)
+
+    def set_lrs(self, lrs: Sequence[float] | np.ndarray) -> None:
+        """The rates of the next step, one per copy (>= 0): a schedule calls it every step."""
+        self.lrs = _per_copy(lrs, self.lrs.numel())
 
     def _lr(self, p: torch.Tensor) -> torch.Tensor:
         return self.lrs.to(p.device, p.dtype).view(-1, *([1] * (p.ndim - 1)))
@@ -127,6 +153,14 @@ class BatchedSGD(_Batched):
                 p.sub_(self._lr(p) * d)
 
 
+def _check_betas(betas: tuple[float, float]) -> tuple[float, float]:
+    for name, beta in zip(("betas[0]", "betas[1]"), betas):
+        beta = check_real(name, beta)
+        if not 0 <= beta < 1:
+            raise ValueError(f"{name} must be in [0, 1), got {beta}")
+    return tuple(betas)
+
+
 class BatchedAdam(_Batched):
     """``torch.optim.Adam`` for each copy, with copy ``k`` at rate ``lrs[k]``:
     :math:`m_t = \\beta_1 m + (1-\\beta_1) g`, :math:`v_t = \\beta_2 v + (1-\\beta_2) g^2`,
@@ -134,11 +168,18 @@ class BatchedAdam(_Batched):
     m_t / (\\sqrt{v_t}/\\sqrt{1-\\beta_2^t} + \\epsilon)`."""
 
     def __init__(self, params, lrs, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8):
-        for name, beta in zip(("betas[0]", "betas[1]"), betas):
-            beta = check_real(name, beta)
-            if not 0 <= beta < 1:
-                raise ValueError(f"{name} must be in [0, 1), got {beta}")
-        super().__init__(params, lrs, {"betas": tuple(betas), "eps": check_nonnegative("eps", eps)})
+        super().__init__(params, lrs, {"betas": _check_betas(betas), "eps": check_nonnegative("eps", eps)})
+
+    def _moments(self, p: torch.Tensor, beta1: float, beta2: float) -> tuple[int, torch.Tensor, torch.Tensor]:
+        state = self.state[p]
+        if not state:
+            state["step"] = 0
+            state["m"] = torch.zeros_like(p)
+            state["v"] = torch.zeros_like(p)
+        state["step"] += 1
+        state["m"].lerp_(p.grad, 1 - beta1)
+        state["v"].mul_(beta2).addcmul_(p.grad, p.grad, value=1 - beta2)
+        return state["step"], state["m"], state["v"]
 
     @torch.no_grad()
     def step(self, closure=None):  # noqa: D102
@@ -147,17 +188,114 @@ class BatchedAdam(_Batched):
             for p in group["params"]:
                 if p.grad is None:
                     continue
-                state = self.state[p]
-                if not state:
-                    state["step"] = 0
-                    state["m"] = torch.zeros_like(p)
-                    state["v"] = torch.zeros_like(p)
-                state["step"] += 1
-                t = state["step"]
-                state["m"].lerp_(p.grad, 1 - beta1)
-                state["v"].mul_(beta2).addcmul_(p.grad, p.grad, value=1 - beta2)
-                denom = (state["v"].sqrt() / math.sqrt(1 - beta2**t)).add_(group["eps"])
-                p.sub_(self._lr(p) / (1 - beta1**t) * state["m"] / denom)
+                t, m, v = self._moments(p, beta1, beta2)
+                denom = (v.sqrt() / math.sqrt(1 - beta2**t)).add_(group["eps"])
+                p.sub_(self._lr(p) / (1 - beta1**t) * m / denom)
+
+
+class BatchedRAdam(BatchedAdam):
+    """``torch.optim.RAdam`` for each copy (Liu et al., 2020): Adam's step times the rectifier
+    :math:`r_t = \\sqrt{(\\rho_t-4)(\\rho_t-2)\\rho_\\infty / ((\\rho_\\infty-4)(\\rho_\\infty-2)\\rho_t)}`
+    once :math:`\\rho_t = \\rho_\\infty - 2t\\beta_2^t/(1-\\beta_2^t) > 5`
+    (:math:`\\rho_\\infty = 2/(1-\\beta_2) - 1`), and plain momentum SGD
+    :math:`\\theta - \\eta_k\\, m_t/(1-\\beta_1^t)` before that."""
+
+    @torch.no_grad()
+    def step(self, closure=None):  # noqa: D102
+        for group in self.param_groups:
+            beta1, beta2 = group["betas"]
+            rho_inf = 2 / (1 - beta2) - 1
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                t, m, v = self._moments(p, beta1, beta2)
+                m_hat = m / (1 - beta1**t)
+                rho = rho_inf - 2 * t * beta2**t / (1 - beta2**t)
+                if rho > 5:
+                    rect = math.sqrt((rho - 4) * (rho - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho))
+                    adaptive = math.sqrt(1 - beta2**t) / v.sqrt().add_(group["eps"])
+                    p.sub_(self._lr(p) * m_hat * rect * adaptive)
+                else:
+                    p.sub_(self._lr(p) * m_hat)
+
+
+OPTIMIZERS = {"sgd": BatchedSGD, "adam": BatchedAdam, "radam": BatchedRAdam}
+
+
+def train_copies(model: BatchedModel, optimizer: _Batched, streams: Sequence[Iterable[Batch]],
+                 rates: np.ndarray, *, track_norms: int = 0) -> list[TrainingRun]:
+    """Train every copy of ``model`` on its own minibatches at its own rate per step.
+
+    The batched twin of :func:`lrlib.training.train`, and it records the same things per
+    copy: ``losses[t]`` before update ``t``, ``lrs[t]``, and with ``track_norms=N`` the
+    gradient norm and the relative update size of the first N steps. A copy whose loss is
+    not finite stops there (its rate set to 0 and its gradient to zero), as :func:`train`
+    stops, so its weights stay those that gave the non-finite loss; the others go on.
+
+    Args:
+        model: K copies.
+        optimizer: a :class:`BatchedSGD`, :class:`BatchedAdam` or :class:`BatchedRAdam` on it.
+        streams: K iterables of ``(inputs, targets)``, one per copy, each ``steps`` long.
+        rates: ``(K, steps)`` rates: ``rates[k, t]`` is copy ``k``'s rate at step ``t``.
+        track_norms: record norms for this many first steps (0: none).
+    """
+    k = model.copies
+    rates = np.asarray(rates, dtype=float)
+    if rates.ndim != 2 or rates.shape[0] != k:
+        raise ValueError(f"rates must have shape (copies={k}, steps), got {rates.shape}")
+    if len(streams) != k:
+        raise ValueError(f"streams must have one stream per copy ({k}), got {len(streams)}")
+    track_norms = check_int("track_norms", track_norms, minimum=0)
+    steps = rates.shape[1]
+    device = model.stacked[0].device
+    losses = torch.full((k, steps), float("nan"), device=device)
+    grad_norms = np.full((k, min(track_norms, steps)), np.nan)
+    update_norms = np.full_like(grad_norms, np.nan)
+    alive = torch.ones(k, dtype=torch.bool, device=device)
+    diverged_at: list[int | None] = [None] * k
+    params = list(model.stacked)
+    model.train()
+    for t, batch in enumerate(zip(*streams)):
+        if t == steps:
+            break
+        x = torch.stack([b[0] for b in batch])
+        y = torch.stack([b[1] for b in batch])
+        per_copy = F.cross_entropy(model(x).flatten(0, 1), y.flatten(), reduction="none").view(k, -1).mean(1)
+        finite = torch.isfinite(per_copy.detach())
+        for j in torch.nonzero(alive & ~finite).flatten().tolist():
+            diverged_at[j] = t
+        alive &= finite
+        losses[:, t] = torch.where(alive, per_copy.detach(), torch.nan)
+        if not bool(alive.any()):
+            break
+        optimizer.zero_grad(set_to_none=True)
+        torch.where(alive, per_copy, 0.0).sum().backward()  # copies share nothing: each its own gradient
+        with torch.no_grad():
+            for p in params:  # a stopped copy gets no update, as train() stops
+                p.grad.mul_(alive.view(-1, *([1] * (p.ndim - 1)))).nan_to_num_(0.0)
+        optimizer.set_lrs(np.where(alive.cpu().numpy(), rates[:, t], 0.0))
+        if t < track_norms:
+            before = [p.detach().clone() for p in params]
+            grad_norms[:, t] = _norms(p.grad for p in params)
+        optimizer.step()
+        if t < track_norms:
+            update_norms[:, t] = _norms(p.detach() - b for p, b in zip(params, before)) / _norms(before)
+    losses = losses.cpu().numpy().astype(float)
+    runs = []
+    for j in range(k):
+        stop = steps if diverged_at[j] is None else diverged_at[j]
+        lrs = np.full(steps, np.nan)
+        lrs[:stop] = rates[j, :stop]
+        runs.append(TrainingRun(losses[j], diverged_at[j], [],
+                                grad_norms=grad_norms[j] if track_norms else None,
+                                update_norms=update_norms[j] if track_norms else None, lrs=lrs))
+    return runs
+
+
+def _norms(tensors: Iterable[torch.Tensor]) -> np.ndarray:
+    """Per-copy global norms of stacked tensors: :math:`\\sqrt{\\sum_p \\|p_k\\|^2}` for each k."""
+    squares = sum(t.detach().double().pow(2).flatten(1).sum(1) for t in tensors)
+    return squares.sqrt().cpu().numpy()
 
 
 @dataclass
@@ -175,7 +313,7 @@ class BatchedRun:
 def train_batched(data: Split, lrs: Sequence[float], seeds: Sequence[int], *, steps: int = 100,
                   batch_size: int = 64, hidden: Sequence[int] = (128,), optimizer: str = "adam",
                   momentum: float = 0.9) -> BatchedRun:
-    """Train one digits MLP per ``(lr, seed)`` pair, all at once.
+    """Train one digits MLP per ``(lr, seed)`` pair, all at once, at constant rates.
 
     Copy ``k`` starts from ``torch.manual_seed(seed_k)`` then ``MLP(64, hidden, 10)`` and
     sees ``minibatches(..., seed=seed_k)``, so it is the run that a loop over the pairs
@@ -185,35 +323,37 @@ def train_batched(data: Split, lrs: Sequence[float], seeds: Sequence[int], *, st
         data: a :class:`~lrlib.data.Split` (e.g. ``load_digits()``); copies run on its device.
         lrs, seeds: one rate and one seed per copy (same length).
         steps, batch_size, hidden: the training run.
-        optimizer: ``"adam"`` (betas 0.9, 0.999) or ``"sgd"`` (with ``momentum``).
+        optimizer: ``"adam"`` (betas 0.9, 0.999), ``"radam"`` or ``"sgd"`` (with ``momentum``).
     """
     if len(lrs) != len(seeds):
         raise ValueError(f"lrs and seeds must have the same length, got {len(lrs)} and {len(seeds)}")
     steps = check_int("steps", steps, minimum=1)
-    if optimizer not in ("adam", "sgd"):
-        raise ValueError(f"optimizer must be 'adam' or 'sgd', got {optimizer!r}")
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"optimizer must be one of {sorted(OPTIMIZERS)}, got {optimizer!r}")
     device = data.x_train.device
     members = []
     for seed in seeds:
         torch.manual_seed(int(seed))
         members.append(MLP(64, tuple(hidden), 10))
-    model = BatchedMLP(members).to(device)
-    opt = (BatchedAdam(model.parameters(), lrs) if optimizer == "adam"
-           else BatchedSGD(model.parameters(), lrs, momentum))
+    model = BatchedModel(members).to(device)
+    opt = make_optimizer(optimizer, model, lrs, momentum=momentum)
     streams = [minibatches(data.x_train, data.y_train, batch_size, steps=steps, seed=int(s)) for s in seeds]
-    k = len(seeds)
-    losses = torch.empty(k, steps, device=device)
-    for t, batch in enumerate(zip(*streams)):
-        x = torch.stack([b[0] for b in batch])
-        y = torch.stack([b[1] for b in batch])
-        per_copy = F.cross_entropy(model(x).flatten(0, 1), y.flatten(), reduction="none").view(k, -1).mean(1)
-        losses[:, t] = per_copy.detach()
-        opt.zero_grad(set_to_none=True)
-        per_copy.sum().backward()  # copies share nothing, so each gets its own gradient
-        opt.step()
-    with torch.no_grad():
-        logits = model(data.x_test.expand(k, *data.x_test.shape))
-        test_loss = F.cross_entropy(logits.flatten(0, 1), data.y_test.repeat(k), reduction="none").view(k, -1)
-        accuracy = (logits.argmax(-1) == data.y_test).float().mean(1)
-    return BatchedRun(np.asarray(lrs, float), np.asarray(seeds), losses.cpu().numpy(),
-                      test_loss.mean(1).cpu().numpy(), accuracy.cpu().numpy())
+    rates = np.repeat(np.asarray(lrs, dtype=float)[:, None], steps, axis=1)
+    runs = train_copies(model, opt, streams, rates)
+    held_out = evaluate(model, data.x_test, data.y_test)
+    return BatchedRun(np.asarray(lrs, float), np.asarray(seeds), np.stack([r.losses for r in runs]),
+                      held_out.loss, held_out.accuracy)
+
+
+def make_optimizer(name: str, model: BatchedModel, lrs: Sequence[float] | np.ndarray, *,
+                   momentum: float = 0.9) -> _Batched:
+    """The batched optimizer called ``name`` (``"sgd"`` with ``momentum``, ``"adam"``, ``"radam"``)."""
+    if name not in OPTIMIZERS:
+        raise ValueError(f"optimizer must be one of {sorted(OPTIMIZERS)}, got {name!r}")
+    if name == "sgd":
+        return BatchedSGD(model.parameters(), lrs, momentum)
+    return OPTIMIZERS[name](model.parameters(), lrs)
+
+
+__all__ = ["BatchedAdam", "BatchedModel", "BatchedRAdam", "BatchedRun", "BatchedSGD", "make_optimizer",
+           "train_batched", "train_copies"]

@@ -16,7 +16,7 @@ import os
 import re
 import warnings
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import Executor, as_completed
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,7 @@ from typing import Any
 import pandas as pd
 
 from lrlib._checks import check_int, check_real
+from lrlib.jobs import run_jobs
 
 # --- parsing the seeds' log -----------------------------------------------------------------------
 
@@ -317,14 +318,11 @@ def run_sweep(
     path = None if results is None else Path(results)
     done = _read_results(path) if path is not None else {}
     todo = [c for c in configs if trial_key(c) not in done]
-    if executor is None:
-        for config in todo:
-            done[trial_key(config)] = _record(path, config, train_fn(config))
-    else:
-        futures = {executor.submit(train_fn, c): c for c in todo}
-        for future in as_completed(futures):
-            config = futures[future]
-            done[trial_key(config)] = _record(path, config, future.result())
+
+    def record(i: int, result: dict[str, Any]) -> None:
+        done[trial_key(todo[i])] = _record(path, todo[i], result)
+
+    run_jobs(train_fn, todo, executor=executor, on_result=record)
     rows = [{**c, **done[trial_key(c)]["result"]} for c in configs]
     return pd.DataFrame(rows).sort_values(["lr", "seed"], ignore_index=True)
 

@@ -1,8 +1,10 @@
-"""A small, honest training loop (chapter 2 on): it records every step and stops when the loss blows up.
+"""The course's one training loop (chapter 2 on): it records every step and stops when the loss blows up.
 
-Chapters call :func:`train` instead of writing the loop again; it records the
-loss at every step, optionally the sharpness (:func:`lrlib.landscapes.sharpness`)
-every few steps, and stops cleanly once the loss is no longer finite.
+Chapters, trials and sweeps call :func:`train` instead of writing the loop again;
+it records the loss at every step, optionally the sharpness
+(:func:`lrlib.landscapes.sharpness`) every few steps, calls an ``on_step``
+callback (to evaluate, log or stop early), and stops cleanly once the loss is no
+longer finite. :func:`evaluate` is the one held-out loss and accuracy.
 """
 
 from __future__ import annotations
@@ -13,12 +15,56 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from lrlib._checks import check_int
 from lrlib.landscapes import sharpness as _sharpness
 from lrlib.update import global_norm
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+#: ``on_step(t, loss)`` after update ``t`` (its minibatch loss before the update); return True to stop.
+OnStep = Callable[[int, float], "bool | None"]
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Mean cross-entropy ``loss`` and ``accuracy`` of a classifier on one split (floats, or
+    arrays with one entry per copy for a batched model)."""
+
+    loss: float | np.ndarray
+    accuracy: float | np.ndarray
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> Evaluation:
+    """A classifier's mean cross-entropy and accuracy on ``(x, y)``, in eval mode.
+
+    :math:`\\text{loss} = -\\frac1N \\sum_i \\log p_\\theta(y_i \\mid x_i)`,
+    :math:`\\text{accuracy} = \\frac1N \\sum_i [\\arg\\max_c f_\\theta(x_i)_c = y_i]`.
+    A batched model (:class:`lrlib.batched.BatchedModel`, logits of shape ``(K, N, C)``)
+    gets one loss and one accuracy per copy. The model is put back in the mode it was in.
+
+    >>> model = torch.nn.Linear(2, 2)
+    >>> with torch.no_grad():
+    ...     _ = model.weight.copy_(torch.eye(2)), model.bias.zero_()
+    >>> evaluate(model, torch.tensor([[1.0, 0.0], [0.0, 1.0]]), torch.tensor([0, 0])).accuracy
+    0.5
+    """
+    copies = getattr(model, "copies", None)  # a BatchedModel: every copy sees the same images
+    if copies is not None:
+        x = x.expand(copies, *x.shape)
+    was_training = model.training
+    model.eval()
+    try:
+        logits = model(x)
+    finally:
+        model.train(was_training)
+    if logits.dim() == 3:  # (copies, N, classes)
+        k = logits.shape[0]
+        loss = F.cross_entropy(logits.flatten(0, 1), y.repeat(k), reduction="none").view(k, -1).mean(1)
+        accuracy = (logits.argmax(-1) == y).float().mean(1)
+        return Evaluation(loss.cpu().numpy().astype(float), accuracy.cpu().numpy().astype(float))
+    return Evaluation(float(F.cross_entropy(logits, y)), float((logits.argmax(1) == y).float().mean()))
 
 
 @dataclass
@@ -75,6 +121,7 @@ def train(
     sharpness_iters: int = 20,
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
     track_norms: int = 0,
+    on_step: OnStep | None = None,
 ) -> TrainingRun:
     """Train ``model`` in place, one optimizer step per batch, and record the losses.
 
@@ -90,6 +137,8 @@ def train(
         scheduler: stepped once after every optimizer step (chapter 5 on).
         track_norms: record the gradient norm and the relative update size of the
             first this many steps (0: none; each costs a copy of the weights).
+        on_step: called as ``on_step(t, loss)`` after update ``t`` (and the scheduler's
+            step); a True return stops training there (early stopping, a time budget).
 
     Returns:
         A :class:`TrainingRun`. Training stops at the first non-finite loss.
@@ -126,6 +175,8 @@ def train(
             update_norms.append(step / global_norm(before))
         if scheduler is not None:
             scheduler.step()
+        if on_step is not None and on_step(t, value):
+            break
     n_total = len(losses) + (0 if diverged_at is None else _remaining(batches, len(losses)))
     return TrainingRun(_padded(losses, n_total), diverged_at, measured,
                        grad_norms=np.array(grad_norms) if track_norms else None,

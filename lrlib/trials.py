@@ -1,32 +1,35 @@
-"""Training runs on the digits described by plain data, so many can run in parallel (chapter 5 on).
+"""Training runs on the digits described by plain data, so many can run at once (chapter 5 on).
 
 A :class:`DigitsTrial` holds everything one run needs (model, optimizer, peak rate,
 schedule, batch size, steps, seed); :func:`run_trial` turns it into a
 :class:`TrialResult` and depends on nothing else, so the same trial gives the
-same numbers wherever it runs. :func:`run_trials` runs a list of them in worker
-processes (any ``concurrent.futures`` executor, by default a pool of ``workers``
-spawned processes), which on a small CPU model is faster than one process using
-every core. Chapter 5 (*Warmup*) runs its seed-by-seed comparisons this way.
+same numbers wherever it runs. :func:`run_trials` runs a list of them: trials
+that differ only in rate, schedule and seed train together as one batched model
+(:mod:`lrlib.batched`), which on a small model costs little more than one of
+them, and independent groups can go to worker processes (any
+``concurrent.futures`` executor). Chapters 5 and 6 run their seed-by-seed
+comparisons this way.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from concurrent.futures import Executor, ProcessPoolExecutor
-from dataclasses import dataclass, field
-from multiprocessing import get_context
+from concurrent.futures import Executor
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from lrlib import schedules
+from lrlib import batched, schedules
 from lrlib._checks import check_int, check_positive
 from lrlib.data import load_digits, minibatches
+from lrlib.jobs import run_jobs, worker_pool
 from lrlib.models import MLP, TransformerClassifier
-from lrlib.training import TrainingRun, train
+from lrlib.training import TrainingRun, evaluate, train
 
 MODELS = ("transformer", "mlp")
 OPTIMIZERS = ("adam", "radam", "sgd")
@@ -108,7 +111,8 @@ class DigitsTrial:
 @dataclass
 class TrialResult:
     """What one :class:`DigitsTrial` gave: the recorded run, then held-out loss and accuracy
-    (NaN and 0.1-ish when it diverged), and the wall-clock seconds it took."""
+    (NaN and 0.1-ish when it diverged), and the wall-clock seconds it took (for a trial
+    trained in a batch, the batch's seconds shared equally among its trials)."""
 
     trial: DigitsTrial
     run: TrainingRun
@@ -127,51 +131,94 @@ def run_trial(trial: DigitsTrial) -> TrialResult:
     batches = minibatches(data.x_train, data.y_train, trial.batch_size, steps=trial.steps, seed=trial.seed)
     run = train(model, optimizer, batches, F.cross_entropy, scheduler=scheduler,
                 track_norms=trial.track_norms)
-    model.eval()
-    with torch.no_grad():
-        logits = model(data.x_test)
-        loss = float(F.cross_entropy(logits, data.y_test))
-        accuracy = float((logits.argmax(1) == data.y_test).float().mean())
-    return TrialResult(trial, run, loss, accuracy, time.perf_counter() - start)
+    held_out = evaluate(model, data.x_test, data.y_test)
+    return TrialResult(trial, run, held_out.loss, held_out.accuracy, time.perf_counter() - start)
 
 
-def _one_thread() -> None:
-    torch.set_num_threads(1)
+#: What may differ between trials that train together as one batched model.
+PER_COPY = ("lr", "schedule", "schedule_args", "seed", "track_norms")
 
 
-def worker_pool(workers: int = 2) -> ProcessPoolExecutor:
-    """A pool of ``workers`` spawned processes with one torch thread each, to reuse across
-    :func:`run_trials` calls (starting one costs a second or two of imports).
+def batch_key(trial: DigitsTrial) -> tuple:
+    """Trials with equal keys (same model, optimizer, steps, batch size, device) can train as
+    one batched model; they may differ in rate, schedule and seed."""
+    return tuple((k, v) for k, v in asdict(trial).items() if k not in PER_COPY)
 
-    Spawned rather than forked: forking a process whose OpenMP threads are running can hang.
-    Use it as a context manager, or call ``shutdown()`` when done.
+
+def run_trial_batch(trials: Sequence[DigitsTrial]) -> list[TrialResult]:
+    """Train trials that share a :func:`batch_key` as one :class:`~lrlib.batched.BatchedModel`.
+
+    Copy ``k`` starts from the weights ``trials[k].build_model()`` gives, sees the
+    minibatches of its own seed and follows its own schedule, so each result equals
+    :func:`run_trial` of that trial to float32 reassociation (the tests check it).
     """
-    workers = check_int("workers", workers, minimum=1)
-    return ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_one_thread)
+    trials = list(trials)
+    if not trials:
+        return []
+    if len({batch_key(t) for t in trials}) != 1:
+        raise ValueError("trials must share everything but lr, schedule, schedule_args, seed and "
+                         "track_norms to train as one batch")
+    start = time.perf_counter()
+    first = trials[0]
+    data = load_digits(seed=0, device=first.device)
+    models = [t.build_model() for t in trials]
+    model = batched.BatchedModel(models).to(first.device)
+    steps = np.arange(first.steps)
+    rates = np.stack([t.build_schedule()(steps) for t in trials])
+    optimizer = batched.make_optimizer(first.optimizer, model, rates[:, 0], momentum=first.momentum)
+    streams = [minibatches(data.x_train, data.y_train, t.batch_size, steps=t.steps, seed=t.seed)
+               for t in trials]
+    runs = batched.train_copies(model, optimizer, streams, rates,
+                                track_norms=max(t.track_norms for t in trials))
+    held_out = evaluate(model, data.x_test, data.y_test)
+    seconds = (time.perf_counter() - start) / len(trials)
+    out = []
+    for k, (trial, run) in enumerate(zip(trials, runs)):
+        n = trial.track_norms  # the batch tracked the longest any trial asked for
+        run.grad_norms = run.grad_norms[:n] if n else None
+        run.update_norms = run.update_norms[:n] if n else None
+        out.append(TrialResult(trial, run, float(held_out.loss[k]), float(held_out.accuracy[k]), seconds))
+    return out
 
 
-def run_trials(trials: Sequence[DigitsTrial], workers: int = 1,
-               executor: Executor | None = None) -> list[TrialResult]:
-    """Run trials, in order of the list, in this process or in parallel.
+def run_trials(trials: Sequence[DigitsTrial], workers: int = 1, executor: Executor | None = None, *,
+               batch: bool = True, max_batch: int = 64) -> list[TrialResult]:
+    """Run trials, in this process or in parallel; results in the order of the list.
 
     Args:
         trials: the runs.
-        workers: 1 runs them here one after another; more starts a pool of that many
-            freshly spawned processes with one thread each (use it on a CPU; on a GPU
-            keep 1).
-        executor: any ``concurrent.futures.Executor`` to use instead (its ``map`` is called).
+        workers: 1 runs them here; more starts a pool of that many freshly spawned processes
+            with one thread each (:func:`lrlib.jobs.worker_pool`; on a GPU keep 1).
+        executor: any ``concurrent.futures.Executor`` to use instead (its ``submit`` is called).
+        batch: train trials that share a :func:`batch_key` together, up to ``max_batch`` at a
+            time, as one batched model (:func:`run_trial_batch`); False runs each trial alone
+            (:func:`run_trial`), bit for bit the loop it describes.
+        max_batch: the most copies in one batched model (memory grows with it).
 
     Returns:
         One :class:`TrialResult` per trial, in the same order.
     """
     workers = check_int("workers", workers, minimum=1)
+    max_batch = check_int("max_batch", max_batch, minimum=1)
     trials = list(trials)
-    if executor is not None:
-        return list(executor.map(run_trial, trials))
-    if workers == 1 or len(trials) < 2:
-        return [run_trial(t) for t in trials]
-    with worker_pool(workers) as pool:
-        return list(pool.map(run_trial, trials))
+    if batch:
+        groups: dict[tuple, list[int]] = {}
+        for i, trial in enumerate(trials):
+            groups.setdefault(batch_key(trial), []).append(i)
+        jobs = [idx[i:i + max_batch] for idx in groups.values() for i in range(0, len(idx), max_batch)]
+        fn, inputs = run_trial_batch, [[trials[i] for i in job] for job in jobs]
+    else:
+        jobs, fn, inputs = [[i] for i in range(len(trials))], run_trial, trials
+    if executor is None and workers > 1 and len(inputs) > 1:
+        with worker_pool(workers) as pool:
+            done = run_jobs(fn, inputs, executor=pool)
+    else:
+        done = run_jobs(fn, inputs, executor=executor)
+    results: list[TrialResult | None] = [None] * len(trials)
+    for job, result in zip(jobs, done):
+        for i, r in zip(job, result if batch else [result]):
+            results[i] = r
+    return results  # type: ignore[return-value]
 
 
 def results_frame(results: Sequence[TrialResult]) -> pd.DataFrame:

@@ -6,6 +6,7 @@ import contextlib
 import io
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import nbformat
@@ -54,23 +55,43 @@ def chapters() -> list[Path]:
     return out
 
 
-@pytest.fixture(scope="session")
-def fast_site(tmp_path_factory):
-    """The site built as `make book` builds it (Sphinx warnings as errors), chapters in FAST mode.
+#: Hang guard for the whole book build: several times the chapters' budget (7 x 60 s), not a speed claim.
+BUILD_TIMEOUT_S = 2400
 
-    Returns (the html folder, the build's return code, its log). Built once per test session.
-    """
+
+@dataclass
+class BookBuild:
+    """The site as ``make book`` builds it: full mode, Sphinx warnings as errors."""
+
+    html: Path  #: the built site
+    executed: Path  #: the executed chapters as notebooks (``jupyter_execute/``), outputs included
+    returncode: int
+    log: str
+
+    def executed_chapter(self, chapter: Path) -> nbformat.NotebookNode:
+        """The notebook the build executed for ``chapter`` (a MyST file under book/)."""
+        path = self.executed / chapter.relative_to(ROOT).with_suffix(".ipynb")
+        assert path.exists(), f"the build did not execute {chapter.name}:\n{self.log[-3000:]}"
+        return nbformat.read(path, as_version=4)
+
+
+@pytest.fixture(scope="session")
+def book_build(tmp_path_factory) -> BookBuild:
+    """The book built once per test session exactly as ``make book`` builds it (full mode, every
+    chapter executed once, on the CPU), into a fresh folder so no execution cache can hide a chapter
+    that no longer runs. The chapter, book and site tests all read this one build."""
     import subprocess
     import sys
 
-    out = tmp_path_factory.mktemp("site")
-    env = {**os.environ, "LRLIB_FAST": "1", "LRLIB_DEVICE": "cpu",
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    out = tmp_path_factory.mktemp("book")
+    env = {k: v for k, v in os.environ.items() if k != "LRLIB_FAST"}
+    env.update(LRLIB_DEVICE="cpu", PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
     done = subprocess.run(
         [Path(sys.executable).parent / "jupyter-book", "build", ".", "--path-output", str(out),
          "-W", "-n", "--keep-going"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200)
-    return out / "_build" / "html", done.returncode, done.stdout + done.stderr
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=BUILD_TIMEOUT_S)
+    build = out / "_build"
+    return BookBuild(build / "html", build / "jupyter_execute", done.returncode, done.stdout + done.stderr)
 
 
 def assignments() -> list[str]:

@@ -103,7 +103,8 @@ def test_edited_and_deleted_tests_and_changed_metadata_are_ignored(isolate):
 def test_a_broken_answer_costs_only_its_part(answer, isolate):
     scores, result, _ = grade(submission(layer_params=answer), cell_timeout=5, isolate=isolate)
     assert scores == {**PARTS, "test-layer_params": 0.0}, result
-    assert result.seconds < 90
+    # the hang or death was cut short: every later part still ran (none left "not run" by the clock)
+    assert all(cell.status != "not run" for cell in result.cells), result
 
 
 @isolation
@@ -329,11 +330,10 @@ def test_resource_bombs_are_contained(answer, lost):
     import subprocess
     import time
 
-    start = time.monotonic()
     solution = next(c.source for c in SOURCE.cells if c.metadata["nbgrader"]["grade_id"] == "layer_params")
     code = answer if lost == "test-layer_params" else solution + "\n" + answer
     scores, result, _ = grade(submission(layer_params=code), cell_timeout=10)
-    assert time.monotonic() - start < 90
+    assert all(cell.status != "not run" for cell in result.cells), result
     others = {k: v for k, v in PARTS.items() if k != "test-layer_params"}
     assert {k: scores[k] for k in others} == others, result  # the other parts are graded normally
     if lost == "test-layer_params":
@@ -365,13 +365,18 @@ def test_without_isolation_grading_refuses_unless_unsafe_mode_is_asked_for(tmp_p
 ASSIGNMENTS = sorted(p.name for p in (ROOT / "solutions").iterdir() if p.is_dir())
 
 
-@needs_sandbox
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ASSIGNMENTS)
-def test_every_assignment_grades_its_solution_full_and_its_release_zero_in_the_sandbox(name):
+def test_every_assignment_grades_its_solution_full_and_its_release_zero(name):
+    """The one run of each solution per test session: graded as `make autograde` grades it (in the
+    sandbox where this machine allows one), every cell clean, every test passed, on the CPU."""
     source = nbformat.read(ROOT / "solutions" / name / f"{name}.ipynb", as_version=4)
     release = nbformat.read(ROOT / "exercises" / name / f"{name}.ipynb", as_version=4)
     solved, _ = assemble(source, source, release)
-    result = grade_notebook(solved, cell_timeout=60, uid=61300)
-    assert result.score == result.max_score == 10, result
+    result = grade_notebook(solved, cell_timeout=120, uid=61300, isolate=AVAILABLE)
+    assert result.score == result.max_score >= 10, result
+    assert result.notes == [], result.notes  # no cell raised, hung or killed the kernel
+    assert "Running on device: cpu" in "".join(result.outputs.values())
     blank, _ = assemble(source, release, release)
-    assert grade_notebook(blank, cell_timeout=60, uid=61300).score == 0
+    graded = grade_notebook(blank, cell_timeout=120, uid=61300, isolate=AVAILABLE)
+    assert graded.score == 0 and any("NotImplementedError" in note for note in graded.notes)

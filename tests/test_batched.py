@@ -1,13 +1,13 @@
-"""lrlib.batched: K copies trained as one equal K separate torch runs."""
+"""lrlib.batched: K copies trained as one equal K separate torch runs (torch.optim is the oracle)."""
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
-from lrlib.batched import BatchedAdam, BatchedMLP, BatchedSGD, train_batched
+from lrlib.batched import BatchedAdam, BatchedModel, BatchedRAdam, BatchedSGD, train_batched, train_copies
 from lrlib.data import load_digits, minibatches
-from lrlib.models import MLP
+from lrlib.models import MLP, TransformerClassifier
 from lrlib.training import train
 
 from .conftest import devices
@@ -21,16 +21,24 @@ def _members(k, hidden=(16,), device="cpu"):
     return out
 
 
-def test_forward_is_each_members_forward_and_members_round_trip():
-    members = _members(3, hidden=(32, 16))
-    batched = BatchedMLP(members)
+@pytest.mark.parametrize("make", [
+    lambda: MLP(64, (32, 16), 10),
+    lambda: TransformerClassifier(8, 8, 10, d_model=16, n_layers=2, norm_first=False),
+    lambda: TransformerClassifier(8, 8, 10, d_model=16, n_layers=2),
+], ids=["mlp", "post-norm transformer", "pre-norm transformer"])
+def test_forward_is_each_members_forward_and_members_round_trip(make):
+    members = []
+    for seed in range(3):
+        torch.manual_seed(seed)
+        members.append(make())
+    batched = BatchedModel(members)
     x = torch.randn(3, 5, 64)
     out = batched(x)
     for k, m in enumerate(members):
-        torch.testing.assert_close(out[k], m(x[k]), rtol=1e-6, atol=1e-6)
-        for a, b in zip(batched.member(k).parameters(), m.parameters()):
+        torch.testing.assert_close(out[k], m(x[k]), rtol=1e-5, atol=1e-5)
+        for a, b in zip(batched.member(k, make()).parameters(), m.parameters()):
             assert torch.equal(a, b)
-    assert batched.k == 3 and out.shape == (3, 5, 10)
+    assert batched.copies == 3 and out.shape == (3, 5, 10)
 
 
 @pytest.mark.parametrize("device", devices())
@@ -38,11 +46,12 @@ def test_forward_is_each_members_forward_and_members_round_trip():
     (lambda p, lrs: BatchedSGD(p, lrs, momentum=0.9), lambda p, lr: torch.optim.SGD(p, lr=lr, momentum=0.9)),
     (lambda p, lrs: BatchedSGD(p, lrs), lambda p, lr: torch.optim.SGD(p, lr=lr)),
     (lambda p, lrs: BatchedAdam(p, lrs), lambda p, lr: torch.optim.Adam(p, lr=lr)),
-], ids=["sgd-momentum", "sgd", "adam"])
+    (lambda p, lrs: BatchedRAdam(p, lrs), lambda p, lr: torch.optim.RAdam(p, lr=lr)),
+], ids=["sgd-momentum", "sgd", "adam", "radam"])
 def test_each_copy_follows_the_torch_optimizer_at_its_own_rate(make, make_torch, device):
     lrs = [1e-3, 1e-2, 5e-2, 0.2]
     members = _members(4, device=device)
-    batched = BatchedMLP(members).to(device)
+    batched = BatchedModel(members).to(device)
     opt = make(batched.parameters(), lrs)
     singles = [(m, make_torch(m.parameters(), lr)) for m, lr in zip(members, lrs)]
     gen = torch.Generator().manual_seed(0)
@@ -58,7 +67,7 @@ def test_each_copy_follows_the_torch_optimizer_at_its_own_rate(make, make_torch,
             F.cross_entropy(m(x[k]), y[k]).backward()
             o.step()
     for k, (m, _) in enumerate(singles):
-        for a, b in zip(batched.member(k).parameters(), m.parameters()):
+        for a, b in zip(batched.member(k, MLP(64, (16,), 10).to(device)).parameters(), m.parameters()):
             torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)  # float32 reassociation only
 
 
@@ -78,15 +87,51 @@ def test_train_batched_equals_a_loop_of_separate_runs():
         assert run.test_accuracy[k] == pytest.approx((logits.argmax(1) == data.y_test).float().mean().item())
 
 
+def test_a_diverging_copy_stops_where_train_stops_and_the_others_go_on():
+    data = load_digits()
+    members = _members(2)
+    model = BatchedModel(members)
+    opt = BatchedSGD(model.parameters(), [0.1, 1e4])
+    streams = [list(minibatches(data.x_train, data.y_train, 32, steps=30, seed=0)) for _ in range(2)]
+    runs = train_copies(model, opt, streams, np.array([[0.1] * 30, [1e4] * 30]))
+    single = _members(2)[1]
+    alone = train(single, torch.optim.SGD(single.parameters(), lr=1e4), streams[1], F.cross_entropy)
+    assert alone.diverged and runs[1].diverged_at == alone.diverged_at
+    n = alone.diverged_at
+    np.testing.assert_allclose(runs[1].losses[:n], alone.losses[:n], rtol=1e-4)
+    assert np.isnan(runs[1].losses[n:]).all() and np.isnan(runs[1].lrs[n:]).all()
+    for a, b in zip(model.member(1, MLP(64, (16,), 10)).parameters(), single.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)  # frozen where train() stopped
+    assert not runs[0].diverged and np.isfinite(runs[0].losses).all()
+
+
+def test_track_norms_per_copy_equal_the_single_runs():
+    data = load_digits()
+    members = _members(2)
+    model = BatchedModel(members)
+    streams = [list(minibatches(data.x_train, data.y_train, 16, steps=5, seed=s)) for s in (0, 1)]
+    runs = train_copies(model, BatchedAdam(model.parameters(), [1e-3, 1e-2]), streams,
+                        np.array([[1e-3] * 5, [1e-2] * 5]), track_norms=3)
+    for k, (m, lr) in enumerate(zip(_members(2), (1e-3, 1e-2))):
+        single = train(m, torch.optim.Adam(m.parameters(), lr=lr), streams[k], F.cross_entropy, track_norms=3)
+        np.testing.assert_allclose(runs[k].grad_norms, single.grad_norms, rtol=1e-4)
+        np.testing.assert_allclose(runs[k].update_norms, single.update_norms, rtol=1e-3)
+
+
 def test_bad_input():
     members = _members(2)
     with pytest.raises(ValueError, match="one rate per copy"):
-        BatchedAdam(BatchedMLP(members).parameters(), [1e-3])
-    with pytest.raises(ValueError, match="lrs must all be > 0"):
-        BatchedSGD(BatchedMLP(members).parameters(), [1e-3, 0.0])
-    with pytest.raises(ValueError, match="same layer widths"):
-        BatchedMLP([MLP(64, (8,), 10), MLP(64, (9,), 10)])
+        BatchedAdam(BatchedModel(members).parameters(), [1e-3])
+    with pytest.raises(ValueError, match="lrs must all be >= 0"):
+        BatchedSGD(BatchedModel(members).parameters(), [1e-3, -1.0])
+    with pytest.raises(ValueError, match="models must share one architecture"):
+        BatchedModel([MLP(64, (8,), 10), MLP(64, (9,), 10)])
+    with pytest.raises(ValueError, match="models must not hold BatchNorm"):
+        BatchedModel([MLP(64, (8,), 10, batch_norm=True)] * 2)
     with pytest.raises(ValueError, match="lrs and seeds must have the same length"):
         train_batched(load_digits(), [1e-3], [0, 1])
     with pytest.raises(ValueError, match=r"betas\[1\] must be in \[0, 1\)"):
-        BatchedAdam(BatchedMLP(members).parameters(), [1e-3, 1e-3], betas=(0.9, 1.0))
+        BatchedAdam(BatchedModel(members).parameters(), [1e-3, 1e-3], betas=(0.9, 1.0))
+    with pytest.raises(ValueError, match=r"rates must have shape \(copies=2, steps\)"):
+        model = BatchedModel(members)
+        train_copies(model, BatchedSGD(model.parameters(), [0.1, 0.1]), [[], []], np.zeros(5))

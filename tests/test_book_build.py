@@ -1,4 +1,4 @@
-"""The whole site builds with Sphinx's warnings as errors, as `make book` does (chapters in FAST mode)."""
+"""The whole site builds with Sphinx's warnings as errors, as `make book` builds it (full mode)."""
 
 import re
 
@@ -8,15 +8,14 @@ from .conftest import ROOT, chapters
 
 
 @pytest.mark.slow
-def test_book_builds_without_warnings(fast_site):
-    html, returncode, log = fast_site
-    warnings = [line for line in log.splitlines() if re.search(r"WARNING|ERROR", line)
+def test_book_builds_without_warnings(book_build):
+    warnings = [line for line in book_build.log.splitlines() if re.search(r"WARNING|ERROR", line)
                 and "Kernel is running over TCP" not in line]
-    assert returncode == 0 and not warnings, "\n".join(warnings) or log[-3000:]
+    assert book_build.returncode == 0 and not warnings, "\n".join(warnings) or book_build.log[-3000:]
     for chapter in chapters():
-        page = (html / chapter.relative_to(ROOT).with_suffix(".html")).read_text()
+        page = (book_build.html / chapter.relative_to(ROOT).with_suffix(".html")).read_text()
         assert "Traceback" not in page and 'class="output traceback' not in page
-    page = (html / "book" / "01_update_rule.html").read_text()
+    page = (book_build.html / "book" / "01_update_rule.html").read_text()
     assert re.search(r"moves from\s*(<[^>]+>)*\s*0\.90\s*(<[^>]+>)*\s*to\s*(<[^>]+>)*\s*0\.94", page), \
         "chapter 1 must show the glued 0.94"
     assert page.count("<img") >= 3, "chapter 1 has its figures"

@@ -132,12 +132,11 @@ def test_a_fork_bomb_stops_at_the_process_limit_and_leaves_nothing_behind(tmp_pa
 
 
 def test_cpu_and_wall_clock_limits(tmp_path):
-    start = time.monotonic()
+    # the CPU limit ends the spin, not the 30 s wall clock; the wall clock ends the sleep
     spin = run("while True: pass", tmp_path, limits=Limits(cpu_seconds=1, wall_seconds=30))
-    assert spin.returncode != 0 and not spin.timed_out and time.monotonic() - start < 10
-    start = time.monotonic()
+    assert spin.returncode != 0 and not spin.timed_out
     sleep = run("import time; time.sleep(60)", tmp_path, limits=Limits(wall_seconds=1))
-    assert sleep.timed_out and time.monotonic() - start < 10
+    assert sleep.timed_out
 
 
 def test_file_size_and_output_are_capped(tmp_path):

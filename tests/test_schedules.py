@@ -178,7 +178,8 @@ EVERY_FACTORY = [
     S.inverse_sqrt(64, 10), S.wsd(0.1, 10, 40, 30, 1e-3, "1-sqrt"),
     S.warmup(S.cosine(0.1, 90), 10), S.sequential([S.constant(0.1), S.exponential(0.1, 0.9)], [50]),
 ]
-assert {s.name for s in EVERY_FACTORY} >= {name for name in S.__all__ if name not in ("Schedule", "ScheduleLR")}
+FACTORIES = {name for name in S.__all__ if name not in ("Schedule", "ScheduleLR")}
+assert {s.name for s in EVERY_FACTORY} >= FACTORIES, FACTORIES - {s.name for s in EVERY_FACTORY}
 
 
 @pytest.mark.parametrize("built_with", [1e-4, 0.01, 1.0, 37.0])

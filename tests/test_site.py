@@ -24,10 +24,9 @@ pytestmark = [pytest.mark.slow,
 SHOTS = ROOT / "_build" / "screenshots"
 
 
-def _site(fast_site):
-    html, returncode, log = fast_site
-    assert returncode == 0, log[-3000:]
-    return html
+def _site(book_build):
+    assert book_build.returncode == 0, book_build.log[-3000:]
+    return book_build.html
 
 
 def _unresolved(html: Path, links: set[str]) -> list[str]:
@@ -46,8 +45,8 @@ def _unresolved(html: Path, links: set[str]) -> list[str]:
     return bad
 
 
-def test_every_page_loads_clean_in_chromium(fast_site):
-    html = _site(fast_site)
+def test_every_page_loads_clean_in_chromium(book_build):
+    html = _site(book_build)
     problems, links = {}, set()
     with serve(html) as base, browser() as page:
         for name in toc_files():
@@ -79,8 +78,8 @@ def _broken_copy(html: Path, tmp_path: Path) -> tuple[Path, str]:
     return copy, "book/01_update_rule.html"
 
 
-def test_the_checks_see_a_missing_figure(fast_site, tmp_path):
-    site, page_name = _broken_copy(_site(fast_site), tmp_path)
+def test_the_checks_see_a_missing_figure(book_build, tmp_path):
+    site, page_name = _broken_copy(_site(book_build), tmp_path)
     figure = re.search(r'<img[^>]+src="\.\./(_images/[^"]+)"', (site / page_name).read_text()).group(1)
     (site / figure).unlink()
     with serve(site) as base, browser() as page:

@@ -1,6 +1,9 @@
-"""Every assignment in solutions/: well-formed, runs clean, released in sync, graded end to end.
+"""Every assignment in solutions/: well-formed, released in sync, graded end to end by plain nbgrader.
 
-A new assignment is covered by adding solutions/<name>/<name>.ipynb.
+A new assignment is covered by adding solutions/<name>/<name>.ipynb. Each solution runs
+once per test session, graded as `make autograde` grades it
+(tests/test_autograde.py::test_every_assignment_grades_its_solution_full_and_its_release_zero);
+how long it takes is measured by ``make bench``, never asserted.
 """
 
 import json
@@ -13,9 +16,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from .conftest import ROOT, assignments, devices, error_outputs, run_notebook, solution_notebook
+from .conftest import ROOT, assignments, error_outputs, run_notebook, solution_notebook
 
-SOLUTION_BUDGET_S = 30  # DESIGN.md: an exercise's solution runs in under 30 s
 ASSIGNMENTS = assignments()
 NBGRADER = [sys.executable, "-m", "nbgrader"]
 
@@ -48,17 +50,17 @@ def test_solution_is_a_well_formed_nbgrader_source(assignment):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("device", devices())
+@pytest.mark.cuda
 @pytest.mark.parametrize("assignment", ASSIGNMENTS)
-def test_solution_passes_all_its_tests(assignment, device, tmp_path):
+def test_solution_passes_all_its_tests_on_cuda(assignment, tmp_path):
+    """On a GPU (skipped without one; on the CPU the graded run in test_autograde is the test)."""
     nb = nbformat.read(solution_notebook(assignment), as_version=4)
-    out, seconds = run_notebook(nb, tmp_path / f"{assignment}.ipynb", device=device,
-                                cwd=solution_notebook(assignment).parent)
+    out, _ = run_notebook(nb, tmp_path / f"{assignment}.ipynb", device="cuda",
+                          cwd=solution_notebook(assignment).parent)
     assert not error_outputs(out), error_outputs(out)
     assert all(c.get("execution_count") for c in out.cells if c.cell_type == "code")
-    assert f"Running on device: {device}" in "".join(
+    assert "Running on device: cuda" in "".join(
         o.get("text", "") for c in out.cells for o in c.get("outputs", []))
-    assert seconds < SOLUTION_BUDGET_S, f"{assignment} took {seconds:.1f} s"
 
 
 def _course(tmp_path: Path) -> Path:
@@ -117,18 +119,21 @@ def _fill_in(release: nbformat.NotebookNode, source: nbformat.NotebookNode) -> n
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("device", devices())
-def test_nbgrader_grades_the_solution_full_and_the_blank_release_zero(tmp_path, device, monkeypatch):
+def test_plain_nbgrader_autograde_gives_every_blank_release_zero(tmp_path):
+    """The instructor's plain nbgrader commands work on the course as committed: generate, collect,
+    autograde. Every blank release scores 0; the first assignment's solution (the cheapest, which
+    the grader's own tests run anyway) scores full marks. The other solutions' full marks come from
+    their one graded run in test_autograde."""
     from nbgrader.api import Gradebook
 
-    monkeypatch.setenv("LRLIB_DEVICE", device)
     course = _course(tmp_path)
     for assignment in ASSIGNMENTS:
         _nbgrader(course, "generate_assignment", assignment, "--force", "--log-level=WARN")
-        release = course / "exercises" / assignment / f"{assignment}.ipynb"
-        blank = nbformat.read(release, as_version=4)
-        perfect = _fill_in(blank, nbformat.read(solution_notebook(assignment), as_version=4))
-        for student, nb in (("perfect_student", perfect), ("blank_student", blank)):
+        blank = nbformat.read(course / "exercises" / assignment / f"{assignment}.ipynb", as_version=4)
+        students = {"blank_student": blank}
+        if assignment == ASSIGNMENTS[0]:
+            students["perfect_student"] = _fill_in(blank, nbformat.read(solution_notebook(assignment), 4))
+        for student, nb in students.items():
             folder = course / "submitted" / student / assignment
             folder.mkdir(parents=True)
             nbformat.write(nb, folder / f"{assignment}.ipynb")
@@ -136,12 +141,11 @@ def test_nbgrader_grades_the_solution_full_and_the_blank_release_zero(tmp_path, 
 
     with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gb:
         for assignment in ASSIGNMENTS:
-            max_score = gb.find_assignment(assignment).max_score
-            assert max_score >= 10
-            perfect = gb.find_submission(assignment, "perfect_student")
+            assert gb.find_assignment(assignment).max_score >= 10
             blank = gb.find_submission(assignment, "blank_student")
-            assert perfect.score == pytest.approx(max_score), f"{assignment}: solution lost points"
             assert blank.score == 0, f"{assignment}: the untouched release scored {blank.score}"
             for notebook in blank.notebooks:
                 for grade in notebook.grades:
                     assert grade.auto_score in (0, None), f"{grade.name} passes without an answer"
+        first = gb.find_assignment(ASSIGNMENTS[0])
+        assert gb.find_submission(ASSIGNMENTS[0], "perfect_student").score == pytest.approx(first.max_score)

@@ -7,7 +7,17 @@ import pytest
 import torch
 
 from lrlib.schedules import warmup_cosine
-from lrlib.trials import SCHEDULES, DigitsTrial, results_frame, run_trial, run_trials, select, worker_pool
+from lrlib.trials import (
+    SCHEDULES,
+    DigitsTrial,
+    batch_key,
+    results_frame,
+    run_trial,
+    run_trial_batch,
+    run_trials,
+    select,
+    worker_pool,
+)
 
 from .conftest import devices
 
@@ -90,6 +100,49 @@ def test_optimizer_names(optimizer, cls):
 def test_tracking_norms_and_mlp_trials():
     result = run_trial(DigitsTrial(0.05, model="mlp", optimizer="sgd", steps=5, track_norms=3))
     assert result.run.grad_norms.shape == (3,) and np.all(result.run.update_norms > 0)
+
+
+@pytest.mark.parametrize("common,per_trial", [
+    ({"model": "transformer", "norm_first": False, "optimizer": "adam", **SMALL},
+     [(3e-3, "warmup_cosine", {"warmup_steps": 3, "total_steps": 8}, 0), (1e-2, "constant", {}, 1),
+      (3e-2, "cosine", {"total_steps": 8}, 0)]),
+    ({"model": "transformer", "norm_first": True, "optimizer": "radam", **SMALL},
+     [(1e-2, "constant", {}, 0), (1e-3, "wsd", {"warmup_steps": 2, "stable_steps": 3, "decay_steps": 3}, 2)]),
+    ({"model": "mlp", "optimizer": "sgd", "steps": 40, "batch_size": 16, "hidden": (16,)},
+     [(0.01, "cyclic", {"max_lr": 0.3, "step_size_up": 5}, 0), (0.2, "constant", {}, 1),
+      (50.0, "constant", {}, 2)]),  # the last one diverges
+], ids=["post-norm adam", "pre-norm radam", "mlp sgd"])
+def test_a_batch_of_trials_equals_each_trial_run_alone(common, per_trial):
+    """Oracle: run_trial, the plain torch loop of each trial."""
+    trials = [DigitsTrial(lr, name, args, seed=seed, **common) for lr, name, args, seed in per_trial]
+    together = run_trial_batch(trials)
+    for trial, batched in zip(trials, together):
+        alone = run_trial(trial)
+        assert batched.trial == trial
+        n = alone.run.diverged_at or trial.steps
+        assert batched.run.diverged_at == alone.run.diverged_at
+        np.testing.assert_allclose(batched.run.losses[:n], alone.run.losses[:n], rtol=2e-4)
+        np.testing.assert_allclose(batched.run.lrs[:n], alone.run.lrs[:n], rtol=1e-12)
+        np.testing.assert_allclose(batched.test_loss, alone.test_loss, rtol=2e-4)
+        assert abs(batched.test_accuracy - alone.test_accuracy) <= 1 / 449 + 1e-9  # one image at most
+    assert together[-1].run.diverged == (common["model"] == "mlp")
+
+
+def test_run_trials_batches_what_it_can_and_keeps_the_order():
+    trials = [DigitsTrial(1e-3, seed=0, **SMALL), DigitsTrial(1e-2, model="mlp", steps=8, hidden=(8,)),
+              DigitsTrial(3e-3, seed=1, **SMALL), DigitsTrial(3e-3, seed=1, track_norms=2, **SMALL)]
+    assert batch_key(trials[0]) == batch_key(trials[2]) != batch_key(trials[1])
+    batched, alone = run_trials(trials), run_trials(trials, batch=False)
+    assert [r.trial for r in batched] == trials == [r.trial for r in alone]
+    for a, b in zip(batched, alone):
+        np.testing.assert_allclose(a.run.losses, b.run.losses, rtol=2e-4)
+    assert batched[3].run.grad_norms.shape == (2,) and batched[2].run.grad_norms is None
+    with pytest.raises(ValueError, match="trials must share everything but lr"):
+        run_trial_batch(trials[:2])
+    with pytest.raises(ValueError, match="max_batch must be >= 1"):
+        run_trials(trials, max_batch=0)
+    split = run_trials(trials, max_batch=1)  # every trial its own batch of one
+    np.testing.assert_allclose(split[2].run.losses, batched[2].run.losses, rtol=2e-4)
 
 
 def test_worker_pool_gives_the_results_of_this_process_in_order():
