@@ -69,7 +69,9 @@ class BatchedModel(nn.Module):
                              "are updated in place, which vmap cannot batch")
         params, buffers = stack_module_state(list(models))
         self.names = list(params)
-        self.stacked = nn.ParameterList(nn.Parameter(params[n].detach().clone()) for n in self.names)
+        trainable = dict(models[0].named_parameters())
+        self.stacked = nn.ParameterList(nn.Parameter(params[n].detach().clone(), trainable[n].requires_grad)
+                                        for n in self.names)
         for name, value in buffers.items():
             self.register_buffer("buffer_" + name.replace(".", "_"), value.clone())
         self._buffer_names = list(buffers)
@@ -110,31 +112,37 @@ def _per_copy(lrs: Sequence[float] | torch.Tensor | np.ndarray, k: int) -> torch
 
 
 class _Batched(torch.optim.Optimizer):
-    """Shared plumbing: every parameter's first dimension is the copy, ``lrs[k]`` its rate."""
+    """Shared plumbing: every parameter's first dimension is the copy, ``lrs[k]`` its rate,
+    times the parameter's entry in ``scales`` (default 1; e.g. layer-wise decay factors)."""
 
-    def __init__(self, params, lrs, defaults):
+    def __init__(self, params, lrs, defaults, scales=None):
         params = list(params)
         k = params[0].shape[0]
         if any(p.shape[0] != k for p in params):
             raise ValueError("every parameter must have the copies along its first dimension")
         super().__init__(params, defaults)
         self.lrs = _per_copy(lrs, k)
+        scales = [1.0] * len(params) if scales is None else [float(x) for x in scales]
+        if len(scales) != len(params) or min(scales) < 0:
+            raise ValueError(f"scales must be one factor >= 0 per parameter ({len(params)}), got {scales}")
+        # a parameter's rate is lrs[k] times its scale: layer-wise decay, as param groups give it
+        self._scales = {id(p): x for p, x in zip(params, scales)}
 
     def set_lrs(self, lrs: Sequence[float] | np.ndarray) -> None:
         """The rates of the next step, one per copy (>= 0): a schedule calls it every step."""
         self.lrs = _per_copy(lrs, self.lrs.numel())
 
     def _lr(self, p: torch.Tensor) -> torch.Tensor:
-        return self.lrs.to(p.device, p.dtype).view(-1, *([1] * (p.ndim - 1)))
+        return (self.lrs * self._scales[id(p)]).to(p.device, p.dtype).view(-1, *([1] * (p.ndim - 1)))
 
 
 class BatchedSGD(_Batched):
     """``torch.optim.SGD(lr, momentum)`` for each copy, with copy ``k`` at rate ``lrs[k]``:
     :math:`b_t = \\mu b_{t-1} + g_t` (:math:`b_1 = g_1`), :math:`\\theta_t = \\theta_{t-1} - \\eta_k b_t`."""
 
-    def __init__(self, params, lrs, momentum: float = 0.0):
+    def __init__(self, params, lrs, momentum: float = 0.0, scales=None):
         momentum = check_nonnegative("momentum", momentum)
-        super().__init__(params, lrs, {"momentum": momentum})
+        super().__init__(params, lrs, {"momentum": momentum}, scales)
 
     @torch.no_grad()
     def step(self, closure=None):  # noqa: D102
@@ -167,8 +175,10 @@ class BatchedAdam(_Batched):
     :math:`\\theta_t = \\theta - \\frac{\\eta_k}{1-\\beta_1^t}\\,
     m_t / (\\sqrt{v_t}/\\sqrt{1-\\beta_2^t} + \\epsilon)`."""
 
-    def __init__(self, params, lrs, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8):
-        super().__init__(params, lrs, {"betas": _check_betas(betas), "eps": check_nonnegative("eps", eps)})
+    def __init__(self, params, lrs, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 scales=None):
+        super().__init__(params, lrs, {"betas": _check_betas(betas), "eps": check_nonnegative("eps", eps)},
+                         scales)
 
     def _moments(self, p: torch.Tensor, beta1: float, beta2: float) -> tuple[int, torch.Tensor, torch.Tensor]:
         state = self.state[p]
@@ -253,7 +263,7 @@ def train_copies(model: BatchedModel, optimizer: _Batched, streams: Sequence[Ite
     update_norms = np.full_like(grad_norms, np.nan)
     alive = torch.ones(k, dtype=torch.bool, device=device)
     diverged_at: list[int | None] = [None] * k
-    params = list(model.stacked)
+    params = [p for p in model.stacked if p.requires_grad]  # frozen copies' weights stay as they are
     model.train()
     for t, batch in enumerate(zip(*streams)):
         if t == steps:
@@ -346,13 +356,15 @@ def train_batched(data: Split, lrs: Sequence[float], seeds: Sequence[int], *, st
 
 
 def make_optimizer(name: str, model: BatchedModel, lrs: Sequence[float] | np.ndarray, *,
-                   momentum: float = 0.9) -> _Batched:
-    """The batched optimizer called ``name`` (``"sgd"`` with ``momentum``, ``"adam"``, ``"radam"``)."""
+                   momentum: float = 0.9, scales: Sequence[float] | None = None) -> _Batched:
+    """The batched optimizer called ``name`` (``"sgd"`` with ``momentum``, ``"adam"``, ``"radam"``)
+    over ``model``'s trainable parameters, ``scales`` one factor per such parameter (or None)."""
     if name not in OPTIMIZERS:
         raise ValueError(f"optimizer must be one of {sorted(OPTIMIZERS)}, got {name!r}")
+    params = [p for p in model.parameters() if p.requires_grad]
     if name == "sgd":
-        return BatchedSGD(model.parameters(), lrs, momentum)
-    return OPTIMIZERS[name](model.parameters(), lrs)
+        return BatchedSGD(params, lrs, momentum, scales=scales)
+    return OPTIMIZERS[name](params, lrs, scales=scales)
 
 
 __all__ = ["BatchedAdam", "BatchedModel", "BatchedRAdam", "BatchedRun", "BatchedSGD", "make_optimizer",

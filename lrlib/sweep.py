@@ -287,6 +287,8 @@ def run_sweep(
     executor: Executor | None = None,
     results: str | Path | None = None,
     extra: dict[str, Any] | None = None,
+    batch_fn: Callable[[list[dict[str, Any]]], list[dict[str, Any]]] | None = None,
+    max_batch: int = 64,
 ) -> pd.DataFrame:
     """Run ``train_fn`` for every (lr, seed) pair and gather what it returns.
 
@@ -304,6 +306,11 @@ def run_sweep(
             ``client.get_executor()``, ...); None runs the trials here, in order.
         results: the JSON-lines file to stream to and resume from.
         extra: fixed entries added to every config.
+        batch_fn: configs -> one result per config, training them together (e.g.
+            :func:`lrlib.transfer.finetune_batch`, one batched model); given, it replaces
+            the one-by-one calls of ``train_fn``, in chunks of at most ``max_batch`` trials,
+            each chunk streamed to ``results`` when it finishes.
+        max_batch: the most trials in one ``batch_fn`` call.
 
     Returns:
         One row per trial (config then results), sorted by lr and seed.
@@ -319,10 +326,20 @@ def run_sweep(
     done = _read_results(path) if path is not None else {}
     todo = [c for c in configs if trial_key(c) not in done]
 
-    def record(i: int, result: dict[str, Any]) -> None:
-        done[trial_key(todo[i])] = _record(path, todo[i], result)
+    if batch_fn is None:
+        def record(i: int, result: dict[str, Any]) -> None:
+            done[trial_key(todo[i])] = _record(path, todo[i], result)
 
-    run_jobs(train_fn, todo, executor=executor, on_result=record)
+        run_jobs(train_fn, todo, executor=executor, on_result=record)
+    else:
+        max_batch = check_int("max_batch", max_batch, minimum=1)
+        chunks = [todo[i:i + max_batch] for i in range(0, len(todo), max_batch)]
+
+        def record_chunk(i: int, chunk_results: list[dict[str, Any]]) -> None:
+            for config, result in zip(chunks[i], chunk_results):
+                done[trial_key(config)] = _record(path, config, result)
+
+        run_jobs(batch_fn, chunks, executor=executor, on_result=record_chunk)
     rows = [{**c, **done[trial_key(c)]["result"]} for c in configs]
     return pd.DataFrame(rows).sort_values(["lr", "seed"], ignore_index=True)
 

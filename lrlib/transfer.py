@@ -13,19 +13,22 @@ or low-rank adapters (``"lora"``, :func:`lrlib.models.add_lora`).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from lrlib import schedules
 from lrlib._checks import check_int
+from lrlib.batched import BatchedAdam, BatchedModel, train_copies
 from lrlib.data import Split, load_digits, minibatches
 from lrlib.models import TransformerClassifier, add_lora
 from lrlib.param_groups import layerwise_lr_groups
-from lrlib.training import train
+from lrlib.training import TrainingRun, evaluate, train
 
 METHODS = ("full", "head", "layerwise", "lora")
 ARCH = {"d_model": 32, "n_heads": 4, "n_layers": 4, "norm_first": True}
@@ -74,25 +77,22 @@ def _pretrained(path: str) -> dict[str, torch.Tensor]:
 
 
 def _evaluate(model: torch.nn.Module, data: Split) -> dict[str, float]:
-    model.eval()
-    with torch.no_grad():
-        logits = model(data.x_test)
-    return {"test_loss": float(F.cross_entropy(logits, data.y_test)),
-            "test_acc": float((logits.argmax(1) == data.y_test).float().mean())}
+    held_out = evaluate(model, data.x_test, data.y_test)
+    return {"test_loss": held_out.loss, "test_acc": held_out.accuracy}
 
 
-def finetune_trial(config: dict[str, Any]) -> dict[str, float]:
-    """One fine-tuning run on digits 5-9; a pure function of ``config``.
+class _Setup(NamedTuple):
+    """What one fine-tuning run starts from."""
 
-    Keys: ``lr`` (the peak rate; the top layer's for ``"layerwise"``), ``seed`` (the new head,
-    the few-shot subset and the batch order), ``method`` (one of :data:`METHODS`),
-    ``pretrained`` (the file :func:`pretrain` wrote), and optionally ``steps`` (150),
-    ``per_class`` (20 training images per class), ``decay`` (0.7, for ``"layerwise"``),
-    ``rank`` (4, for ``"lora"``). Adam, 10% warmup then cosine.
+    lr: float
+    seed: int
+    steps: int
+    data: Split
+    model: torch.nn.Module
+    groups: list[dict]
 
-    Returns the held-out ``test_loss`` and ``test_acc`` on 5-9 and the ``train_loss`` of the
-    last 10% of steps (``inf`` if the run diverged).
-    """
+
+def _finetune_setup(config: dict[str, Any]) -> _Setup:
     method = config["method"]
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
@@ -112,12 +112,67 @@ def finetune_trial(config: dict[str, Any]) -> dict[str, float]:
         groups = layerwise_lr_groups(model, lr, config.get("decay", 0.7))
     else:
         groups = [{"params": [p for p in model.parameters() if p.requires_grad], "lr": lr}]
-    opt = torch.optim.Adam(groups, lr=lr)
-    sched = schedules.warmup_cosine(lr, max(1, steps // 10), steps).attach(opt)
-    run = train(model, opt, minibatches(data.x_train, data.y_train, 32, steps=steps, seed=seed),
-                F.cross_entropy, scheduler=sched)
-    out = _evaluate(model, data)
+    return _Setup(lr, seed, steps, data, model, groups)
+
+
+def _finetune_schedule(lr: float, steps: int) -> schedules.Schedule:
+    return schedules.warmup_cosine(lr, max(1, steps // 10), steps)
+
+
+def _outcome(held_out: dict[str, float], run: TrainingRun) -> dict[str, float]:
+    out = dict(held_out)
     out["train_loss"] = run.tail_mean(0.1)
     if not math.isfinite(out["test_loss"]):
         out["test_loss"] = math.inf
     return out
+
+
+def finetune_trial(config: dict[str, Any]) -> dict[str, float]:
+    """One fine-tuning run on digits 5-9; a pure function of ``config``.
+
+    Keys: ``lr`` (the peak rate; the top layer's for ``"layerwise"``), ``seed`` (the new head,
+    the few-shot subset and the batch order), ``method`` (one of :data:`METHODS`),
+    ``pretrained`` (the file :func:`pretrain` wrote), and optionally ``steps`` (150),
+    ``per_class`` (20 training images per class), ``decay`` (0.7, for ``"layerwise"``),
+    ``rank`` (4, for ``"lora"``). Adam, 10% warmup then cosine.
+
+    Returns the held-out ``test_loss`` and ``test_acc`` on 5-9 and the ``train_loss`` of the
+    last 10% of steps (``inf`` if the run diverged).
+    """
+    setup = _finetune_setup(config)
+    opt = torch.optim.Adam(setup.groups, lr=setup.lr)
+    sched = _finetune_schedule(setup.lr, setup.steps).attach(opt)
+    data = setup.data
+    batches = minibatches(data.x_train, data.y_train, 32, steps=setup.steps, seed=setup.seed)
+    run = train(setup.model, opt, batches, F.cross_entropy, scheduler=sched)
+    return _outcome(_evaluate(setup.model, data), run)
+
+
+def finetune_batch(configs: Sequence[dict[str, Any]]) -> list[dict[str, float]]:
+    """:func:`finetune_trial` for many configs at once, as one batched model (:mod:`lrlib.batched`).
+
+    The configs may differ in ``lr`` and ``seed`` only; each copy starts, sees its data and
+    follows its schedule (and, for ``"layerwise"``, its per-layer rates) as
+    :func:`finetune_trial` would, and the results equal it to float32 reassociation (the
+    tests check it). Pass it to :func:`lrlib.sweep.run_sweep` as ``batch_fn``.
+    """
+    configs = list(configs)
+    if not configs:
+        return []
+    fixed = [{k: v for k, v in c.items() if k not in ("lr", "seed")} for c in configs]
+    if any(f != fixed[0] for f in fixed):
+        raise ValueError("configs must differ in lr and seed only to train as one batch")
+    setups = [_finetune_setup(c) for c in configs]
+    steps, first = setups[0].steps, setups[0]
+    model = BatchedModel([s.model for s in setups])
+    # each parameter's rate relative to the copy's peak: its group's rate over the largest, as attach() does
+    top = max(g["lr"] for g in first.groups)
+    ratio = {id(p): g["lr"] / top for g in first.groups for p in g["params"]}
+    scales = [ratio[id(p)] for p in first.model.parameters() if p.requires_grad]
+    rates = np.stack([_finetune_schedule(s.lr, steps)(np.arange(steps)) for s in setups])
+    opt = BatchedAdam([p for p in model.parameters() if p.requires_grad], rates[:, 0], scales=scales)
+    streams = [minibatches(s.data.x_train, s.data.y_train, 32, steps=steps, seed=s.seed) for s in setups]
+    runs = train_copies(model, opt, streams, rates)
+    held_out = evaluate(model, first.data.x_test, first.data.y_test)  # the same test set for every seed
+    return [_outcome({"test_loss": float(held_out.loss[k]), "test_acc": float(held_out.accuracy[k])}, run)
+            for k, run in enumerate(runs)]

@@ -42,11 +42,15 @@ def test_log_axis():
 
 
 def test_descent_1d_draws_curve_points_and_arrows_and_skips_nan():
-    path = np.append(descend(lambda th: 2 * th, 1.0, lr=1.2, steps=4), [np.nan, np.nan])
-    ax = plotting.plot_descent_1d(lambda th: th**2, path[:5], label="run")
+    finite = descend(lambda th: 2 * th, 1.0, lr=1.2, steps=4)  # 5 iterates
+    path = np.append(finite, [np.nan, np.nan])  # a run that diverged: NaN after it
+    ax = plotting.plot_descent_1d(lambda th: th**2, path, label="run")
     assert ax.get_xlabel() and ax.get_ylabel()
-    assert len(ax.lines) == 2 and len(ax.texts) == 4  # curve + points, 4 arrows
-    assert np.isnan(path[-1])
+    assert len(ax.lines) == 2 and len(ax.texts) == 4  # curve + points, 4 arrows between 5 points
+    points = ax.lines[1].get_xdata()
+    np.testing.assert_array_equal(points, finite)  # the NaN rows were dropped, the rest kept in order
+    lo, hi = ax.lines[0].get_xdata()[[0, -1]]
+    assert np.isfinite([lo, hi]).all() and lo < finite.min() and hi > finite.max()
     ax2 = plotting.plot_descent_1d(lambda th: th**2, path)
     assert np.all(np.isfinite(ax2.lines[1].get_xdata()))
 

@@ -199,6 +199,24 @@ def test_results_stream_to_the_file_and_a_rerun_runs_nothing_again(tmp_path):
     assert (again.model == "mlp").all()
 
 
+def test_a_batch_fn_trains_the_remaining_trials_in_chunks_and_streams_them(tmp_path):
+    path = tmp_path / "sweep.jsonl"
+    chunks = []
+
+    def batch(configs):
+        chunks.append([(c["lr"], c["seed"]) for c in configs])
+        return [quadratic_trial(c) for c in configs]
+
+    run_sweep(quadratic_trial, [1e-3], seeds=[0, 1], results=path)  # two trials already done
+    frame = run_sweep(quadratic_trial, [1e-3, 1e-2, 1e-1], seeds=[0, 1], results=path, batch_fn=batch,
+                      max_batch=3)
+    assert chunks == [[(1e-2, 0), (1e-2, 1), (1e-1, 0)], [(1e-1, 1)]]  # only what was left, 3 at a time
+    pd.testing.assert_frame_equal(frame, run_sweep(quadratic_trial, [1e-3, 1e-2, 1e-1], seeds=[0, 1]))
+    assert len(path.read_text().splitlines()) == 6
+    with pytest.raises(ValueError, match="max_batch must be >= 1"):
+        run_sweep(quadratic_trial, [1.0], batch_fn=batch, max_batch=0)
+
+
 SCRIPT = """
 import json, sys, time
 from lrlib.sweep import run_sweep

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from lrlib.models import count_parameters
-from lrlib.transfer import METHODS, digit_task, finetune_trial, pretrain
+from lrlib.transfer import METHODS, digit_task, finetune_batch, finetune_trial, pretrain
 
 
 def test_digit_tasks_are_relabelled_subsets():
@@ -60,3 +60,21 @@ def test_methods_train_different_numbers_of_weights(weights, monkeypatch):
 def test_bad_method(weights):
     with pytest.raises(ValueError, match="method must be one of"):
         finetune_trial({"lr": 1e-2, "seed": 0, "method": "adapter", "pretrained": str(weights)})
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_a_batch_of_fine_tunings_equals_each_trial_alone(method, weights):
+    """Oracle: finetune_trial, the plain torch loop (per-layer rates, frozen body, LoRA included)."""
+    configs = [{"lr": lr, "seed": seed, "method": method, "pretrained": str(weights), "steps": 12}
+               for lr, seed in ((3e-3, 0), (3e-2, 1), (1e-2, 0))]
+    together = finetune_batch(configs)
+    for config, batched in zip(configs, together):
+        alone = finetune_trial(config)
+        assert batched == pytest.approx(alone, rel=5e-4), config
+
+
+def test_a_batch_needs_configs_that_differ_only_in_rate_and_seed(weights):
+    configs = [{"lr": 1e-2, "seed": 0, "method": m, "pretrained": str(weights)} for m in ("full", "head")]
+    with pytest.raises(ValueError, match="configs must differ in lr and seed only"):
+        finetune_batch(configs)
+    assert finetune_batch([]) == []
