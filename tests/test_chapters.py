@@ -54,20 +54,20 @@ def _quoted_names(nb) -> set[str]:
     return set(re.findall(r"\{glue:?\w*\}`([^`:]+)", prose))
 
 
-def _check_executed(source, executed, device: str) -> None:
+def _check_executed(executed, device: str) -> None:
     assert not error_outputs(executed), error_outputs(executed)
     assert f"Running on device: {device}" in stdout_text(executed)
-    missing = _quoted_names(source) - _glued_names(executed)
-    assert not missing, f"quoted in the prose but not glued when the chapter ran: {sorted(missing)}"
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.stem)
 def test_chapter_ran_in_the_book_build_without_errors(path, book_build):
-    """The published build: every cell ran, nothing on stderr, every quoted number glued."""
+    """The published build: every cell ran, nothing on stderr. (A number the prose quotes but no
+    cell glued is a warning of the build itself, which test_book_build refuses; myst-nb takes the
+    glue outputs out of the notebooks it writes, so they cannot be counted here.)"""
     executed = book_build.executed_chapter(path)
     assert all(c.get("execution_count") for c in executed.cells if c.cell_type == "code")
-    _check_executed(jupytext.read(path), executed, "cpu")
+    _check_executed(executed, "cpu")
 
 
 @pytest.mark.slow
@@ -78,4 +78,6 @@ def test_chapter_runs_on_cuda(path, tmp_path):
     nb = jupytext.read(path)
     out, _ = run_notebook(nb, tmp_path / f"{path.stem}.ipynb", device="cuda", cwd=path.parent,
                           parameters={"DEVICE": "cuda"})
-    _check_executed(nb, out, "cuda")
+    _check_executed(out, "cuda")
+    missing = _quoted_names(nb) - _glued_names(out)
+    assert not missing, f"quoted in the prose but not glued when the chapter ran: {sorted(missing)}"

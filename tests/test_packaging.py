@@ -67,7 +67,7 @@ def test_makefile_targets_and_flags():
     for target in ("book", "test", "lab", "exercises", "clean"):
         assert re.search(rf"^{target}:", text, re.M), f"make {target} is missing"
     assert "-c constraints.txt" in text
-    assert "jupyter-book build . -W -n --keep-going" in text
+    assert "jupyter-book build . --path-output $(BOOK_OUT) -W -n --keep-going" in text
     assert "-e '.[all]'" in text
 
 
