@@ -103,7 +103,10 @@ class BatchedModel(nn.Module):
 
 
 def _per_copy(lrs: Sequence[float] | torch.Tensor | np.ndarray, k: int) -> torch.Tensor:
-    lrs = torch.as_tensor(np.asarray(lrs, dtype=float), dtype=torch.float64).flatten()
+    if isinstance(lrs, torch.Tensor):
+        lrs = lrs.detach().to("cpu", torch.float64).flatten()
+    else:
+        lrs = torch.as_tensor(np.asarray(lrs, dtype=float), dtype=torch.float64).flatten()
     if lrs.numel() != k:
         raise ValueError(f"lrs must have one rate per copy ({k}), got {lrs.numel()}")
     if not bool((lrs >= 0).all()):
@@ -128,12 +131,26 @@ class _Batched(torch.optim.Optimizer):
         # a parameter's rate is lrs[k] times its scale: layer-wise decay, as param groups give it
         self._scales = {id(p): x for p, x in zip(params, scales)}
 
-    def set_lrs(self, lrs: Sequence[float] | np.ndarray) -> None:
+    @property
+    def lrs(self) -> torch.Tensor:
+        """The rates of the next step, one per copy (float64, on the CPU)."""
+        return self._lrs
+
+    @lrs.setter
+    def lrs(self, lrs: Sequence[float] | np.ndarray | torch.Tensor) -> None:
+        self._lrs = _per_copy(lrs, self._lrs.numel() if hasattr(self, "_lrs") else len(lrs))
+        self._cast: dict[tuple, torch.Tensor] = {}  # the rates per device, dtype and scale, made once
+
+    def set_lrs(self, lrs: Sequence[float] | np.ndarray | torch.Tensor) -> None:
         """The rates of the next step, one per copy (>= 0): a schedule calls it every step."""
-        self.lrs = _per_copy(lrs, self.lrs.numel())
+        self.lrs = lrs
 
     def _lr(self, p: torch.Tensor) -> torch.Tensor:
-        return (self.lrs * self._scales[id(p)]).to(p.device, p.dtype).view(-1, *([1] * (p.ndim - 1)))
+        scale = self._scales[id(p)]
+        key = (p.device, p.dtype, scale)
+        if key not in self._cast:
+            self._cast[key] = (self._lrs * scale).to(p.device, p.dtype)
+        return self._cast[key].view(-1, *([1] * (p.ndim - 1)))
 
 
 class BatchedSGD(_Batched):
@@ -258,10 +275,12 @@ def train_copies(model: BatchedModel, optimizer: _Batched, streams: Sequence[Ite
     track_norms = check_int("track_norms", track_norms, minimum=0)
     steps = rates.shape[1]
     device = model.stacked[0].device
+    step_rates = torch.as_tensor(rates, dtype=torch.float64)  # one tensor, sliced per step
     losses = torch.full((k, steps), float("nan"), device=device)
     grad_norms = np.full((k, min(track_norms, steps)), np.nan)
     update_norms = np.full_like(grad_norms, np.nan)
     alive = torch.ones(k, dtype=torch.bool, device=device)
+    everyone = True  # no copy has stopped: skip the masking, the common case
     diverged_at: list[int | None] = [None] * k
     params = [p for p in model.stacked if p.requires_grad]  # frozen copies' weights stay as they are
     model.train()
@@ -272,18 +291,25 @@ def train_copies(model: BatchedModel, optimizer: _Batched, streams: Sequence[Ite
         y = torch.stack([b[1] for b in batch])
         per_copy = F.cross_entropy(model(x).flatten(0, 1), y.flatten(), reduction="none").view(k, -1).mean(1)
         finite = torch.isfinite(per_copy.detach())
-        for j in torch.nonzero(alive & ~finite).flatten().tolist():
-            diverged_at[j] = t
-        alive &= finite
-        losses[:, t] = torch.where(alive, per_copy.detach(), torch.nan)
-        if not bool(alive.any()):
-            break
-        optimizer.zero_grad(set_to_none=True)
-        torch.where(alive, per_copy, 0.0).sum().backward()  # copies share nothing: each its own gradient
-        with torch.no_grad():
-            for p in params:  # a stopped copy gets no update, as train() stops
-                p.grad.mul_(alive.view(-1, *([1] * (p.ndim - 1)))).nan_to_num_(0.0)
-        optimizer.set_lrs(np.where(alive.cpu().numpy(), rates[:, t], 0.0))
+        if everyone and bool(finite.all()):
+            losses[:, t] = per_copy.detach()
+            optimizer.zero_grad(set_to_none=True)
+            per_copy.sum().backward()  # copies share nothing: each gets its own gradient
+            optimizer.set_lrs(step_rates[:, t])
+        else:
+            everyone = False
+            for j in torch.nonzero(alive & ~finite).flatten().tolist():
+                diverged_at[j] = t
+            alive &= finite
+            losses[:, t] = torch.where(alive, per_copy.detach(), torch.nan)
+            if not bool(alive.any()):
+                break
+            optimizer.zero_grad(set_to_none=True)
+            torch.where(alive, per_copy, 0.0).sum().backward()
+            with torch.no_grad():
+                for p in params:  # a stopped copy gets no update, as train() stops
+                    p.grad.mul_(alive.view(-1, *([1] * (p.ndim - 1)))).nan_to_num_(0.0)
+            optimizer.set_lrs(step_rates[:, t] * alive.cpu())
         if t < track_norms:
             before = [p.detach().clone() for p in params]
             grad_norms[:, t] = _norms(p.grad for p in params)
