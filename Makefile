@@ -35,7 +35,7 @@ book: $(STAMP)  ## execute every chapter (cached) and build the site into _build
 	@echo "Open $(BOOK_OUT)/_build/html/index.html in a browser."
 
 lint: $(STAMP)  ## ruff over the package, tests and solutions
-	$(VENV)/bin/ruff check lrlib tests solutions benchmarks book/_ext nbgrader_config.py
+	$(VENV)/bin/ruff check lrlib lrgrade tests solutions benchmarks book/_ext nbgrader_config.py
 
 # The site's browser test drives Debian's Chromium (Playwright downloads no browser).
 CHROMIUM := /usr/bin/chromium
@@ -77,11 +77,10 @@ ASSIGNMENT ?= $(notdir $(patsubst %/,%,$(wildcard $(COURSE)/solutions/*/)))
 # e.g. AUTOGRADE_FLAGS="--workers 8 --cell-timeout 120" or "--dask tcp://scheduler:8786"
 AUTOGRADE_FLAGS ?=
 
-autograde: $(STAMP)  ## grade submitted/ isolated and in parallel, then feedback/ and grades.csv (ASSIGNMENT=name)
+autograde: $(STAMP)  ## grade submitted/ isolated and in parallel, write feedback/ and grades.csv (ASSIGNMENT=name)
 	cd $(COURSE) && for name in $(ASSIGNMENT); do \
 	  if compgen -G "submitted/*/$$name/$$name.ipynb" > /dev/null; then \
-	    $(abspath $(PY)) -m lrlib.autograde "$$name" $(AUTOGRADE_FLAGS); \
-	    nbgrader generate_feedback "$$name" --force --log-level=ERROR; \
+	    $(abspath $(PY)) -m lrgrade "$$name" $(AUTOGRADE_FLAGS); \
 	  else echo "$$name: nothing in submitted/*/$$name/"; fi; \
 	done
 	@cd $(COURSE) && if [ -f gradebook.db ]; then \

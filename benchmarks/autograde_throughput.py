@@ -1,5 +1,5 @@
 """Grading throughput: plain ``nbgrader autograde`` (one notebook at a time, unisolated) against
-``lrlib.autograde`` (isolated, parallel workers) on N copies of one assignment's solution.
+``lrgrade`` (isolated, parallel workers) on N copies of one assignment's solution.
 
 Run as root with ``.venv/bin/python benchmarks/autograde_throughput.py [--n 50] [--workers 2]``.
 Builds two throw-away courses with the same N submissions (the release with the
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import nbformat
 
-from lrlib.autograde import autograde
+from lrgrade import autograde
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -73,7 +73,7 @@ def main() -> None:
     print("| grader | total (s) | per submission (s) |")
     print("|---|---|---|")
     for label, seconds in (("nbgrader autograde (sequential, no isolation)", plain_seconds),
-                           (f"lrlib.autograde ({args.workers} workers, isolated)", ours_seconds)):
+                           (f"lrgrade ({args.workers} workers, isolated)", ours_seconds)):
         print(f"| {label} | {seconds:.1f} | {seconds / n:.2f} |")
 
 

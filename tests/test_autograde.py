@@ -1,12 +1,13 @@
-"""lrlib.autograde: a submission is rebuilt from the source, run in the sandbox and scored outside it."""
+"""lrgrade: a submission is rebuilt from the source, run in the sandbox and scored outside it."""
 
 import copy
 
 import nbformat
 import pytest
 
-from lrlib.autograde import SubmissionError, assemble, grade_notebook, read_submission
-from lrlib.sandbox import isolation_available
+from lrgrade.notebook import grade_notebook
+from lrgrade.sandbox import isolation_available
+from lrgrade.submission import SubmissionError, assemble, read_submission
 
 from .conftest import ROOT
 
@@ -180,6 +181,33 @@ def _tests_deleted_and_points_changed():
 
 
 @needs_sandbox
+def test_one_odd_submission_never_costs_the_class_its_feedback_or_its_grades(tmp_path):
+    """Region markers in an answer (nbgrader's feedback used to raise on them and stop the round),
+    odd bytes and a flood of output, a file that is not a notebook: every other student still gets
+    feedback, and grades.csv lists everyone who was graded."""
+    import csv
+    import subprocess
+
+    solution = next(c.source for c in SOURCE.cells if c.metadata["nbgrader"]["grade_id"] == "layer_params")
+    marker = submission(layer_params=solution + "\n# BEGIN HIDDEN TESTS (a student searched for this)\n"
+                                                "# BEGIN SOLUTION")
+    odd = submission(layer_params=solution + "\nprint('\\udcff\\x00\\x1b[31m' * 3)\nprint('x' * 10**6)")
+    course = _course(tmp_path, {"alice": submission(), "marker": marker, "odd": odd, "carol": '{"cells": ['})
+    run = subprocess.run(["make", "-C", str(ROOT), "autograde", f"COURSE={course}", f"ASSIGNMENT={NAME}",
+                          "AUTOGRADE_FLAGS=--workers 2"], capture_output=True, text=True)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "4 submissions: 3 graded, 0 graded with a timeout, 1 failed" in run.stdout, run.stdout
+    with open(course / "grades.csv") as f:
+        assert {row["student_id"]: float(row["score"]) for row in csv.DictReader(f)} == {
+            "alice": 10.0, "marker": 10.0, "odd": 10.0}
+    for student in ("alice", "marker", "odd"):
+        html = (course / "feedback" / student / NAME / f"{NAME}.html").read_text()
+        assert "Visible tests for part 1" in html, student
+    shown = (course / "feedback" / "marker" / NAME / f"{NAME}.html").read_text()
+    assert "a student searched for this" in shown  # their own text is shown, not cut as a region
+
+
+@needs_sandbox
 def test_make_autograde_grades_a_class_records_exactly_the_scores_and_writes_feedback_and_csv(tmp_path):
     """The instructor's one command, on a class with good, blank, broken and foreign submissions."""
     import csv
@@ -219,9 +247,53 @@ def test_make_autograde_grades_a_class_records_exactly_the_scores_and_writes_fee
 
 
 @needs_sandbox
+def test_a_kernel_that_cannot_start_stops_the_round_before_any_grading(tmp_path, monkeypatch):
+    import lrgrade.sandbox
+    from lrgrade.classroom import autograde
+    from lrgrade.sandbox import SandboxResult
+
+    home = tmp_path / "home"
+    home.mkdir(mode=0o700)
+    course = _course(home, {"alice": submission()})
+    failed = SandboxResult(1, b"", b"ModuleNotFoundError: No module named 'ipykernel'", False, (False, False))
+    monkeypatch.setattr(lrgrade.sandbox, "run_sandboxed", lambda *args, **kwargs: failed)
+    closed = lrgrade.sandbox.closed_folders([course])[0]  # home, or a closed folder above it
+    with pytest.raises(RuntimeError, match="cannot start the kernel's Python.*No module named 'ipykernel'"
+                                           rf".*{closed}.*Fix: "):
+        autograde(course, NAME, progress=False)
+    assert not (course / "gradebook.db").exists() and not (course / "autograded").exists()
+
+
+@needs_sandbox
+def test_a_course_inside_a_closed_folder_with_its_venv_behind_a_symlink_is_graded(tmp_path):
+    """An instructor's clone under a 0700 home: the course, and the venv the grader runs from (a
+    symlink to the real one), sit below a folder the sandbox user cannot enter. The kernel still
+    gets its interpreter, lrlib and its working folder; the instructor's folders stay closed."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    home = tmp_path / "home"
+    home.mkdir(mode=0o700)
+    home.chmod(0o700)
+    course = _course(home, {"alice": submission(), "bob": copy.deepcopy(RELEASE)})
+    venv = home / "venv"
+    venv.symlink_to(Path(sys.prefix).resolve(), target_is_directory=True)
+    run = subprocess.run(["make", "-C", str(ROOT), "autograde", f"COURSE={course}", f"ASSIGNMENT={NAME}",
+                          f"VENV={venv}", "AUTOGRADE_FLAGS=--workers 2"], capture_output=True, text=True)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "2 submissions: 2 graded" in run.stdout, run.stdout
+    from nbgrader.api import Gradebook
+
+    with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gb:
+        assert {s.student.id: s.score for s in gb.assignment_submissions(NAME)} == {"alice": 10.0, "bob": 0.0}
+    assert (home.stat().st_mode & 0o777) == 0o700  # nothing was opened to make it work
+
+
+@needs_sandbox
 def test_a_class_is_graded_on_a_dask_cluster(tmp_path):
     distributed = pytest.importorskip("distributed")
-    from lrlib.autograde import autograde
+    from lrgrade.classroom import autograde
 
     eve = submission(layer_params="import os\nos._exit(0)")
     course = _course(tmp_path, {"alice": submission(), "eve": eve})
@@ -234,7 +306,8 @@ def test_feedback_from_plain_nbgrader_autograde_hides_the_hidden_tests_too(tmp_p
     """nbgrader_config.py cuts hidden tests from feedback even for notebooks graded without lrlib."""
     import subprocess
 
-    from lrlib.autograde import GradeResult, Outcome, record_grades
+    from lrgrade.classroom import Outcome, record_grades
+    from lrgrade.notebook import GradeResult
 
     course = _course(tmp_path, {})
     record_grades(course / "gradebook.db", NAME, SOURCE, [Outcome("zoe", GradeResult())])
@@ -251,7 +324,7 @@ def test_feedback_from_plain_nbgrader_autograde_hides_the_hidden_tests_too(tmp_p
 
 
 def test_feedback_notebook_strips_hidden_tests_and_says_why_points_were_lost():
-    from lrlib.autograde import CellResult, GradeResult, feedback_notebook, strip_hidden_tests
+    from lrgrade.notebook import CellResult, GradeResult, feedback_notebook, strip_hidden_tests
 
     assert strip_hidden_tests("a\n### BEGIN HIDDEN TESTS\nb\n### END HIDDEN TESTS\nc") == "a\nc"
     assert strip_hidden_tests("a\n# BEGIN HIDDEN TESTS\nsecret") == "a"  # unclosed: cut to the end
@@ -352,10 +425,10 @@ def test_resource_bombs_are_contained(answer, lost):
 
 
 def test_without_isolation_grading_refuses_unless_unsafe_mode_is_asked_for(tmp_path, monkeypatch, capsys):
-    import lrlib.sandbox
-    from lrlib.autograde import autograde
+    import lrgrade.sandbox
+    from lrgrade.classroom import autograde
 
-    monkeypatch.setattr(lrlib.sandbox, "isolation_available", lambda: (False, "needs root (pretend)"))
+    monkeypatch.setattr(lrgrade.sandbox, "isolation_available", lambda: (False, "needs root (pretend)"))
     course = _course(tmp_path, {"alice": submission()})
     with pytest.raises(RuntimeError, match=r"refusing to grade .* without isolation: needs root \(pretend\)"):
         autograde(course, NAME, workers=1)

@@ -1,9 +1,9 @@
-"""lrlib.exercise.describe_exercise: what the exercise pages show must be what the grader uses."""
+"""lrgrade.overview.describe_exercise: what the exercise pages show must be what the grader uses."""
 
 import nbformat
 import pytest
 
-from lrlib.exercise import describe_exercise
+from lrgrade.overview import describe_exercise
 
 from .conftest import ROOT, assignments
 

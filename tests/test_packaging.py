@@ -101,3 +101,16 @@ def test_nothing_private_or_generated_is_tracked():
 def test_readme_gives_the_two_commands():
     readme = (ROOT / "README.md").read_text()
     assert "make book" in readme and "make test" in readme
+
+
+def test_the_student_package_holds_no_grading_code():
+    """lrlib is what students import; the grader (nbgrader, kernels, the sandbox) lives in lrgrade."""
+    sources = {p.name: p.read_text() for p in (ROOT / "lrlib").rglob("*.py")}
+    for name, text in sources.items():
+        imports = re.findall(r"^\s*(?:import|from)\s+(nbgrader|jupyter_client|lrgrade)\b", text, re.M)
+        assert not imports, f"lrlib/{name} imports {imports}"
+        assert "setpriv" not in text and "unshare" not in text, f"lrlib/{name} runs a sandbox"
+    assert not (ROOT / "lrlib" / "autograde.py").exists() and not (ROOT / "lrlib" / "sandbox.py").exists()
+    assert (ROOT / "lrgrade" / "__init__.py").exists()
+    assert "lrgrade*" in PYPROJECT["tool"]["setuptools"]["packages"]["find"]["include"]
+    assert "-m lrgrade" in (ROOT / "Makefile").read_text()

@@ -1,4 +1,4 @@
-"""lrlib.sandbox: what an untrusted command can and cannot do (the ground autograding stands on)."""
+"""lrgrade.sandbox: what an untrusted command can and cannot do (the ground autograding stands on)."""
 
 import os
 import shutil
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from lrlib.sandbox import Limits, isolation_available, run_sandboxed
+from lrgrade.sandbox import Limits, isolation_available, run_sandboxed
 
 AVAILABLE, WHY = isolation_available()
 pytestmark = pytest.mark.skipif(not AVAILABLE, reason=f"no isolation here: {WHY}")
@@ -166,7 +166,7 @@ def test_bad_arguments(tmp_path):
 
 
 def test_a_jupyter_kernel_runs_in_the_sandbox_and_talks_over_ipc(tmp_path):
-    from lrlib.sandbox import sandboxed_kernel_manager
+    from lrgrade.sandbox import sandboxed_kernel_manager
 
     work = tmp_path / "kernel"
     work.mkdir()
@@ -189,3 +189,27 @@ def test_a_jupyter_kernel_runs_in_the_sandbox_and_talks_over_ipc(tmp_path):
         manager.shutdown_kernel(now=True)
     assert reply["content"]["status"] == "error"
     assert seen[0].strip() == str(UID + 1) and seen[-1] == "OSError"  # ran as the user, no network
+
+
+def test_the_kernel_can_import_lrlib_but_not_the_grader(tmp_path):
+    """The grader's source is hidden in the sandbox: student code can neither import nor read it."""
+    import lrgrade
+
+    grader = Path(lrgrade.__file__).resolve().parent
+    result = run(f"""
+        import lrlib
+        print("lrlib", lrlib.__name__)
+        try:
+            import lrgrade
+            print("imported the grader")
+        except Exception as error:
+            print("no grader:", type(error).__name__)
+        try:
+            open({str(grader / "notebook.py")!r}).read()
+            print("read the grader")
+        except OSError as error:
+            print("unreadable:", type(error).__name__)
+    """, tmp_path)
+    out = result.stdout.decode()
+    assert "lrlib lrlib" in out and "no grader:" in out and "unreadable:" in out, out + result.stderr.decode()
+    assert "imported the grader" not in out and "read the grader" not in out

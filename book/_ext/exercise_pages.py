@@ -1,7 +1,7 @@
 """The ``exercise-overview`` directive: an exercise page's goals, parts, points and download link.
 
 Read at build time from the released notebook (``exercises/<name>/<name>.ipynb``) with
-:func:`lrlib.exercise.describe_exercise`, so the pages cannot disagree with what students
+:func:`lrgrade.overview.describe_exercise`, so the pages cannot disagree with what students
 download or with the points the grader gives. Usage, in a page of the book::
 
     ```{exercise-overview} ch01_update_rule
@@ -17,7 +17,7 @@ from docutils import nodes
 from docutils.statemachine import StringList
 from sphinx.util.docutils import SphinxDirective
 
-from lrlib.exercise import describe_exercise
+from lrgrade.overview import describe_exercise
 
 
 class ExerciseOverview(SphinxDirective):

@@ -1,4 +1,4 @@
-"""Run an untrusted command isolated: no network, no view of the course, resource limits (for autograding).
+"""Run an untrusted command isolated: no network, no view of the course or the grader, resource limits.
 
 A student's notebook is untrusted code. :func:`run_sandboxed` runs a command
 
@@ -12,6 +12,8 @@ A student's notebook is untrusted code. :func:`run_sandboxed` runs a command
 - under resource limits (``prlimit``): CPU seconds, address space, processes, file size,
   open files; plus a wall-clock timeout and a cap on the output kept;
 - with an empty environment but for ``PATH``, ``HOME`` (the working folder) and ``LANG``;
+- with this package (the grader) hidden: ``import lrlib`` works in there, ``import lrgrade``
+  does not;
 - with the running Python reachable even where it is installed under a folder other
   users cannot enter (``/root/.pyenv``): that folder is covered by an empty tmpfs and
   only the Python is put back, so the rest of it stays hidden.
@@ -102,6 +104,17 @@ def _closed_ancestor(path: Path) -> Path | None:
     return None
 
 
+def closed_folders(paths: Sequence[Path]) -> list[Path]:
+    """The folders above ``paths`` (as given and resolved) that other users cannot enter."""
+    found = []
+    for path in paths:
+        for candidate in (Path(os.path.abspath(path)), Path(path).resolve()):
+            closed = _closed_ancestor(candidate)
+            if closed is not None and closed not in found:
+                found.append(closed)
+    return found
+
+
 def _expose_lines(expose: Sequence[Path]) -> list[str]:
     """Shell lines that make each path reachable although a closed folder lies above it: bind it
     to a staging folder, cover the closed folder with an empty world-readable tmpfs (hiding
@@ -128,10 +141,13 @@ def _script(argv: Sequence[str], workdir: Path, uid: int, limits: Limits, hide: 
     lines = ["set -e", "mount --make-rprivate /", *_expose_lines(expose)]
     for path in hide:
         path = Path(path)
+        quoted = shlex.quote(str(path))
+        # a path under a closed folder that the exposure covered is already gone in here:
+        # mounting over it would fail and take the sandbox down with it
         if path.is_dir():
-            lines.append(f"mount -t tmpfs -o size=4k,mode=000 tmpfs {shlex.quote(str(path))}")
+            lines.append(f"if [ -d {quoted} ]; then mount -t tmpfs -o size=4k,mode=000 tmpfs {quoted}; fi")
         elif path.exists():
-            lines.append(f"mount --bind /dev/null {shlex.quote(str(path))}")
+            lines.append(f"if [ -e {quoted} ]; then mount --bind /dev/null {quoted}; fi")
     prlimit = ["prlimit", f"--cpu={limits.cpu_seconds}", f"--as={limits.memory_bytes}",
                f"--nproc={limits.processes}", f"--fsize={limits.file_size_bytes}",
                f"--nofile={limits.open_files}", "--core=0", "--"]
@@ -158,10 +174,19 @@ def sandbox_command(argv: Sequence[str], workdir: str | Path, *, uid: int = 6100
         raise ValueError(f"workdir must be an existing folder, got {workdir}")
     for path in [workdir, *workdir.rglob("*")]:
         os.chown(path, uid, uid)
-    # the working folder, the Python that runs it and this package, wherever they are
-    package = Path(__file__).resolve().parent
-    expose = [workdir, Path(sys.base_prefix).resolve(), Path(sys.prefix).resolve(), package]
-    script = _script(argv, workdir, uid, limits, [Path(p).resolve() for p in hide], expose)
+    # the working folder, the Python that runs it (by the path the kernel is started with, which
+    # may pass through a symlink, and where it really is) and the course's package, wherever they
+    # are; never the grader (this package): student code must neither read nor import it
+    import lrlib
+
+    student_package = Path(lrlib.__file__).resolve().parent
+    interpreter = Path(os.path.abspath(sys.executable)).parent
+    venv = Path(os.path.abspath(sys.prefix))  # as given: its pyvenv.cfg makes Python find the venv
+    expose = [workdir, Path(sys.base_prefix).resolve(), Path(sys.prefix).resolve(), venv, interpreter,
+              student_package]
+    grader = Path(__file__).resolve().parent
+    hide = [Path(p).resolve() for p in hide] + [grader]
+    script = _script(argv, workdir, uid, limits, hide, expose)
     return ["unshare", "--net", "--mount", "--pid", "--fork", "--kill-child", "--mount-proc",
             "/bin/sh", "-c", script]
 

@@ -1,0 +1,80 @@
+"""What an exercise asks for, read from its released notebook: the exercise pages of the book use it.
+
+Build-time infrastructure, not something a student's notebook imports: the
+``exercise-overview`` directive (book/_ext/exercise_pages.py) renders
+:func:`describe_exercise` of each released notebook, so the pages cannot disagree with
+what the grader scores.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass
+class ExercisePart:
+    """One graded part of an exercise: its heading, the answers the student writes, its points."""
+
+    title: str
+    answers: list[str]
+    points: float
+
+
+@dataclass
+class ExerciseOverview:
+    """What an exercise notebook asks for, read from its nbgrader metadata (see :func:`describe_exercise`)."""
+
+    name: str
+    title: str
+    goals: str
+    parts: list[ExercisePart] = field(default_factory=list)
+
+    @property
+    def total_points(self) -> float:
+        return sum(part.points for part in self.parts)
+
+    def to_markdown(self) -> str:
+        """The goals and a table of the parts and their points, as Markdown."""
+        rows = [f"| {i} | {p.title} | {', '.join(f'`{a}`' for a in p.answers)} | {p.points:g} |"
+                for i, p in enumerate(self.parts, 1)]
+        return "\n".join([self.goals, "", "| part | what you do | you write | points |", "|---|---|---|---|",
+                          *rows, f"| | **total** | | **{self.total_points:g}** |"])
+
+
+def describe_exercise(path: str | Path) -> ExerciseOverview:
+    """Read an exercise (or solution) notebook: its title, goals and graded parts with their points.
+
+    The points come from the nbgrader metadata of the test cells (what the grader uses),
+    the part titles from the ``## Part N: ...`` heading above them (without the "(k points)"
+    the heading repeats), the goals from the first Markdown cell up to its first bold
+    "**How to work.**"-style paragraph. Used by the book's exercise pages (see "For instructors").
+
+    Raises ``ValueError`` naming the file when it has no graded cell.
+    """
+    import nbformat
+
+    path = Path(path)
+    nb = nbformat.read(path, as_version=4)
+    first = next((c.source for c in nb.cells if c.cell_type == "markdown"), "")
+    lines = first.strip().splitlines()
+    title = lines[0].lstrip("# ").strip() if lines and lines[0].startswith("#") else path.stem
+    paragraphs = "\n".join(lines[1:]).strip().split("\n\n")
+    goals = "\n\n".join(p for p in itertools.takewhile(lambda p: not p.startswith("**"), paragraphs))
+    parts: list[ExercisePart] = []
+    heading, answers = "", []
+    for cell in nb.cells:
+        meta = cell.get("metadata", {}).get("nbgrader", {}) or {}
+        if cell.cell_type == "markdown" and cell.source.startswith("## "):
+            heading = re.sub(r"\s*\(\d+(\.\d+)? points?\)\s*$", "", cell.source.splitlines()[0][3:]).strip()
+            heading = re.sub(r"^Part \d+:\s*", "", heading)
+        elif meta.get("solution"):
+            answers.append(meta["grade_id"])
+        elif meta.get("grade"):
+            parts.append(ExercisePart(heading, answers, float(meta.get("points", 0))))
+            answers = []
+    if not parts:
+        raise ValueError(f"path: {path} has no graded cell (nbgrader 'grade' metadata); is it an exercise?")
+    return ExerciseOverview(path.stem, title, goals, parts)
