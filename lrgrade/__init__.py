@@ -17,9 +17,9 @@ kernel can neither read nor import (the sandbox hides it). One module per job:
 - :mod:`lrgrade.overview`: what an exercise asks for, for the book's exercise pages.
 
 What it cannot promise: code running in the same interpreter as the tests can, in
-principle, subvert them (a hijack written against this grader's source could print the
-marker). The sandbox limits what such code can reach; the score is still only as
-trustworthy as the tests' interpreter.
+principle, subvert them (a hijack written against this grader's source could dig the
+guard's key out of memory, see :data:`lrgrade.kernel.GUARD`). The sandbox limits what
+such code can reach; the score is still only as trustworthy as the tests' interpreter.
 """
 
 from lrgrade.classroom import Outcome, autograde, grade_submission, record_grades, write_autograded

@@ -2,39 +2,209 @@
 
 :class:`Kernel` starts a kernel inside :mod:`lrgrade.sandbox` (or, in unsafe mode,
 as this process's user) and runs one cell at a time, watching the kernel's process so
-that a cell that kills it costs seconds, not the whole timeout. :data:`SNAPSHOT` runs
-before any student code and keeps what :data:`RESTORE` puts back before every test.
+that a cell that kills it costs seconds, not the whole timeout. :data:`GUARD` runs before
+any student code: it snapshots what instructor code relies on, and every instructor cell and
+test then runs through it (:meth:`Kernel.run_guarded`), never through IPython's ``run_cell``,
+which a student's answer can reconfigure.
 """
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import contextvars
 import functools
+import hashlib
+import hmac
+import json
 import queue
+import secrets
 import subprocess
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from lrgrade.sandbox import Limits, sandboxed_kernel_manager
 
-SNAPSHOT = """
-import builtins as __b, sys as __s
-import lrlib.exercise as __e
-__grader_saved = (dict(__b.__dict__), __s.excepthook, __s.displayhook, __e.expect, __e.expect_close)
-def __grader_restore(saved=__grader_saved, b=__b, s=__s, e=__e, ns=globals()):
-    b.__dict__.clear(); b.__dict__.update(saved[0])
-    s.settrace(None); s.setprofile(None); s.excepthook, s.displayhook = saved[1], saved[2]
-    e.expect, e.expect_close = saved[3], saved[4]
-    ns["expect"], ns["expect_close"] = saved[3], saved[4]
-    try:  # reap the processes the grader ended: as zombies they would still count against the limit
-        while __import__("os").waitpid(-1, 1)[0] > 0:  # 1 == os.WNOHANG
+#: Installed in the kernel before any student code runs (see :func:`guard_code`).
+#: It snapshots what instructor code relies on and defines ``run``, the only way instructor
+#: cells and tests are executed: it puts back and reports whatever student code changed (the
+#: watched modules' functions, torch's Tensor and Module classes, IPython's transformers,
+#: events, exception handlers and methods, sys hooks and modules, the names instructor cells
+#: bound), then compiles and executes the code itself, with its output captured, never through
+#: ``run_cell`` (which student code can rewrite). Its answer carries an HMAC of the outcome
+#: under a key kept only in a closure, so a stand-in cannot report success.
+GUARD = r"""
+def __lrgrade_install(key, name, output_cap):
+    import builtins, hashlib, hmac, importlib, io, json, os, pkgutil, sys, types
+    import math, numpy, numpy.testing, torch, torch.testing, torch.nn.functional
+    import lrlib, lrlib.exercise
+    for info in pkgutil.iter_modules(lrlib.__path__):  # the oracles hidden tests may use
+        importlib.import_module("lrlib." + info.name)
+    ip = get_ipython()
+    missing = object()
+
+    def watched(n):
+        return (n in ("builtins", "math", "numpy", "torch", "lrlib")
+                or n.startswith(("numpy.", "lrlib.")) or (n.startswith("torch.") and "._" not in n))
+
+    def functions(d):
+        return {k: v for k, v in d.items()
+                if not k.startswith("_") and (callable(v) or isinstance(v, types.ModuleType))}
+
+    state = {}
+    torch_dir = os.path.dirname(torch.__file__) + os.sep
+
+    def torch_wrapper(new, old):
+        code = getattr(new, "__code__", None)
+        inner = getattr(new, "__wrapped__", None)
+        while inner is not None and inner is not old:
+            inner = getattr(inner, "__wrapped__", None)
+        return inner is old and code is not None and code.co_filename.startswith(torch_dir)
+
+    def snapshot():  # taken at the first run, in the context every later run has, before any answer
+        modules = {n: (m, functions(vars(m))) for n, m in list(sys.modules.items())
+                   if m is not None and watched(n)}
+        classes = [(c, dict(vars(c))) for c in (torch.Tensor, torch.nn.Module)]
+        tm = ip.input_transformer_manager
+        lists = {"AST transformers": ip.ast_transformers,
+                 "input transformers": ip.input_transformers_cleanup,
+                 "input transformers (post)": ip.input_transformers_post,
+                 "cleanup transforms": tm.cleanup_transforms, "line transforms": tm.line_transforms,
+                 "token transformers": tm.token_transformers}
+        lists.update({f"event {e!r}": cbs for e, cbs in ip.events.callbacks.items()})
+        saved_lists = {label: (lst, list(lst)) for label, lst in lists.items()}
+        callbacks = ip.events.callbacks
+        instance = {k: v for k, v in vars(ip).items() if callable(v)}
+        traits = {t: getattr(ip, t) for t in ("display_formatter", "displayhook", "display_pub", "compile",
+                                              "input_transformer_manager", "events", "custom_exceptions")}
+        hooks = {"sys.excepthook": sys.excepthook, "sys.displayhook": sys.displayhook,
+                 "sys.stdout": sys.stdout, "sys.stderr": sys.stderr}
+        path_hooks = (list(sys.meta_path), list(sys.path_hooks))
+        protected = {}
+
+        state.update(modules=modules, classes=classes, saved_lists=saved_lists, callbacks=callbacks,
+                     instance=instance, traits=traits, hooks=hooks, path_hooks=path_hooks,
+                     protected=protected)
+
+    def check():
+        if not state:
+            snapshot()
+        modules, classes, saved_lists = state["modules"], state["classes"], state["saved_lists"]
+        callbacks, instance, traits = state["callbacks"], state["instance"], state["traits"]
+        hooks, path_hooks, protected = state["hooks"], state["path_hooks"], state["protected"]
+        found = []
+        for n, (m, saved) in modules.items():
+            if sys.modules.get(n) is not m:
+                found.append(f"sys.modules[{n!r}]")
+                sys.modules[n] = m
+            d = vars(m)
+            for k, v in saved.items():
+                now = d.get(k, missing)
+                if now is not v:
+                    if torch_wrapper(now, v):  # torch wrapping its own function (dynamo does, lazily)
+                        saved[k] = now
+                        continue
+                    found.append(f"{n}.{k}")
+                    d[k] = v
+        for c, saved in classes:
+            for k, v in saved.items():
+                if vars(c).get(k, missing) is not v:
+                    found.append(f"{c.__name__}.{k}")
+                    setattr(c, k, v)
+            for k in [k for k in vars(c) if k not in saved]:
+                found.append(f"{c.__name__}.{k}")
+                delattr(c, k)
+        if ip.events.callbacks is not callbacks:
+            found.append("IPython events")
+            ip.events.callbacks = callbacks
+        for label, (lst, saved) in saved_lists.items():
+            if len(lst) != len(saved) or any(a is not b for a, b in zip(lst, saved)):
+                found.append(f"IPython {label}")
+                lst[:] = saved
+        for k in [k for k, v in vars(ip).items() if callable(v) and instance.get(k, missing) is not v]:
+            found.append(f"get_ipython().{k}")
+            if k in instance:
+                setattr(ip, k, instance[k])
+            else:
+                delattr(ip, k)
+        for t, v in traits.items():
+            if getattr(ip, t) is not v:
+                found.append(f"get_ipython().{t}")
+                setattr(ip, t, v)
+        for label, v in hooks.items():
+            mod, attr = label.split(".")
+            if getattr(sys, attr) is not v:
+                found.append(label)
+                setattr(sys, attr, v)
+        if sys.gettrace() is not None or sys.getprofile() is not None:
+            found.append("sys.settrace/setprofile")
+            sys.settrace(None)
+            sys.setprofile(None)
+        if sys.meta_path != path_hooks[0] or sys.path_hooks != path_hooks[1]:
+            found.append("import hooks")
+            sys.meta_path[:], sys.path_hooks[:] = path_hooks
+        for k, v in protected.items():
+            if ip.user_ns.get(k, missing) is not v:
+                found.append(f"the name {k!r}")
+                ip.user_ns[k] = v
+        return found
+
+    class Capped(io.StringIO):
+        def write(self, text):
+            room = output_cap - self.tell()
+            return super().write(text[:room]) if room > 0 else len(text)
+
+    def run(nonce, code):
+        found = check()
+        hooks, protected = state["hooks"], state["protected"]
+        try:  # reap the processes the grader ended: as zombies they would still count against the limit
+            while os.waitpid(-1, os.WNOHANG)[0] > 0:
+                pass
+        except ChildProcessError:
             pass
-    except ChildProcessError:
-        pass
-del __b, __s, __e
+        ns = ip.user_ns
+        before = dict(ns)
+        out = Capped()
+        sys.stdout = sys.stderr = out
+        status = "ok"
+        try:
+            exec(compile(code, "<instructor cell>", "exec"), ns)
+        except BaseException as error:  # an interrupt too: the grader decides what it means
+            status = f"{type(error).__name__}: {error}"
+        finally:
+            sys.stdout, sys.stderr = hooks["sys.stdout"], hooks["sys.stderr"]
+        for k, v in ns.items():  # what instructor code bound, tests rely on: kept from now on
+            if before.get(k, missing) is not v and not k.startswith("_") and (
+                    callable(v) or isinstance(v, types.ModuleType)):
+                protected[k] = v
+        proof = hmac.new(key.encode(), f"{nonce}|{status}|{found}".encode(), hashlib.sha256).hexdigest()
+        return json.dumps({"status": status, "output": out.getvalue(), "tampered": found, "proof": proof})
+
+    setattr(sys, name, run)
+
+
+__lrgrade_install("__KEY__", "__NAME__", __CAP__)
+del __lrgrade_install
 """
-RESTORE = "__grader_restore()"
+
+
+def guard_code(key: str, name: str, output_cap: int) -> str:
+    """:data:`GUARD` for one kernel: its HMAC key, the ``sys`` attribute ``run`` is kept under,
+    and the characters of output kept per cell."""
+    return GUARD.replace("__KEY__", key).replace("__NAME__", name).replace("__CAP__", str(int(output_cap)))
+
+
+@dataclass
+class Guarded:
+    """What :meth:`Kernel.run_guarded` saw: ``status`` (ok, error, timeout, dead, or failed when
+    the guard did not answer with a valid proof), the code's output, what the guard found changed
+    and put back before running it, and whether the guard's proof checked out."""
+
+    status: str
+    output: str
+    tampered: list[str]
+    proven: bool
 
 
 class Kernel:
@@ -54,8 +224,44 @@ class Kernel:
         self.client.start_channels()
         self.client.wait_for_ready(timeout=60)
 
-    def run(self, code: str, timeout: float, output_cap: int) -> tuple[str, str]:
-        """Execute ``code``; return (status, text output). Status: ok, error, timeout, dead."""
+    def install_guard(self, timeout: float, output_cap: int) -> None:
+        """Put :data:`GUARD` into the kernel, before any student code runs."""
+        self._key, self._name = secrets.token_hex(32), "_" + secrets.token_hex(12)
+        status, out = self.run(guard_code(self._key, self._name, output_cap), timeout, output_cap=2000)
+        first = self.run_guarded("", timeout) if status == "ok" else None  # the snapshot, before any answer
+        if first is None or first.status != "ok" or first.tampered:
+            raise RuntimeError(f"the grader could not prepare the kernel: {status}: {out} "
+                               f"{first.output if first else ''}")
+
+    def run_guarded(self, code: str, timeout: float) -> Guarded:
+        """Execute instructor code (a test, a setup cell) through the guard, not ``run_cell``.
+
+        The kernel runs an empty cell and evaluates the guard's ``run`` as a user expression
+        (plain ``eval``: no transformer touches it). Returns the kernel status of that request
+        and, when the guard answered with a valid proof, what it reported.
+        """
+        nonce = secrets.token_hex(16)
+        expression = f"__import__('sys').{self._name}({nonce!r}, {code!r})"
+        status, out, expressions = self.run("", timeout, output_cap=2000, user_expressions={"r": expression})
+        reply = expressions.get("r", {})
+        if status != "ok" or reply.get("status") != "ok":
+            return Guarded(status if status != "ok" else "failed", out, [], False)
+        try:
+            answer = json.loads(ast.literal_eval(reply["data"]["text/plain"]))
+            signed = f"{nonce}|{answer['status']}|{answer['tampered']}".encode()
+            expected = hmac.new(self._key.encode(), signed, hashlib.sha256).hexdigest()
+        except (KeyError, ValueError, SyntaxError, TypeError):
+            return Guarded("failed", out, [], False)
+        if not hmac.compare_digest(expected, str(answer.get("proof", ""))):
+            return Guarded("failed", out, [], False)  # a stand-in answered, not the guard
+        error = answer["status"] != "ok"
+        text = answer["output"] + (f"{answer['status']}\n" if error else "")
+        return Guarded("error" if error else "ok", text, list(answer["tampered"]), True)
+
+    def run(self, code: str, timeout: float, output_cap: int,
+            user_expressions: dict[str, str] | None = None) -> tuple:
+        """Execute ``code``; return (status, text output). Status: ok, error, timeout, dead.
+        With ``user_expressions``, return (status, output, the reply's evaluated expressions)."""
         chunks: list[str] = []
         size = [0]
 
@@ -72,17 +278,18 @@ class Kernel:
 
         # Not execute_interactive: it waits out the whole timeout for a kernel that died (sys.exit),
         # costing a minute per such student. This loop also watches the kernel's process.
-        msg_id = self.client.execute(code, store_history=False, allow_stdin=False)
+        msg_id = self.client.execute(code, store_history=False, allow_stdin=False,
+                                     user_expressions=user_expressions or {})
         deadline = time.monotonic() + timeout
         replied = idle = False
         while not (replied and idle):
             if time.monotonic() > deadline:
-                return "timeout", "".join(chunks)
+                return ("timeout", "".join(chunks), {}) if user_expressions else ("timeout", "".join(chunks))
             try:
                 msg = self.client.get_iopub_msg(timeout=0.1)
             except queue.Empty:
                 if not self.manager.is_alive():
-                    return "dead", "".join(chunks)
+                    return ("dead", "".join(chunks), {}) if user_expressions else ("dead", "".join(chunks))
             else:
                 if msg["parent_header"].get("msg_id") == msg_id:
                     if msg["msg_type"] == "status":
@@ -95,6 +302,8 @@ class Kernel:
                 except queue.Empty:
                     break
                 replied = reply["parent_header"].get("msg_id") == msg_id
+        if user_expressions:
+            return reply["content"]["status"], "".join(chunks), reply["content"].get("user_expressions", {})
         return reply["content"]["status"], "".join(chunks)
 
     def kill_strays(self) -> None:

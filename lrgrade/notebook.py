@@ -5,11 +5,12 @@ write the feedback its student may see.
 :class:`~lrgrade.kernel.Kernel`, with a timeout per cell and per notebook, and decides
 in this process, never in the kernel, what each test cell scored:
 
-- a test passes only if the kernel says it ran without error *and* printed a marker,
-  fresh for every cell and run, that the grader appends to the test's code; a kernel that
-  died, hung or was hijacked to skip cells does not print it;
-- before each test cell, builtins, ``sys`` hooks and the course's assertion helpers are
-  put back from a snapshot taken before any student code ran;
+- answer cells run through IPython, as in the student's notebook; instructor cells and
+  tests run through the kernel's guard (:data:`lrgrade.kernel.GUARD`), which first puts
+  back, and reports, whatever answers changed that instructor code relies on;
+- a test passes only if the guard answered, with a valid signature, that it ran without
+  error, and nothing had been tampered with since the previous test; a kernel that died,
+  hung or was hijacked does not give such an answer;
 - a cell that hangs is interrupted, and a kernel that dies or will not interrupt is
   restarted and the cells before it re-run, so one broken answer costs only its own part.
 
@@ -20,7 +21,6 @@ renders, without the hidden tests.
 from __future__ import annotations
 
 import copy
-import secrets
 import shutil
 import tempfile
 import time
@@ -29,7 +29,7 @@ from pathlib import Path
 
 import nbformat
 
-from lrgrade.kernel import RESTORE, SNAPSHOT, Kernel, own_event_loop
+from lrgrade.kernel import Kernel, own_event_loop
 from lrgrade.sandbox import Limits
 from lrgrade.submission import nbgrader_meta
 
@@ -64,7 +64,7 @@ class GradeResult:
     cells: list[CellResult] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
-    #: what each code cell printed, by its index in the notebook (test cells: without the marker)
+    #: what each code cell printed, by its index in the notebook
     outputs: dict[int, str] = field(default_factory=dict)
 
     @property
@@ -102,9 +102,10 @@ def grade_notebook(nb: nbformat.NotebookNode, *, limits: Limits | None = None, c
     workdir.chmod(0o755)
     hide = [Path(p) for p in hide]
     kernel = Kernel(workdir, uid, limits, hide, isolate)
-    history: list[str] = []  # non-test code that ran, to replay after a restart
+    history: list[tuple[bool, str]] = []  # (guarded?, code) that ran, to replay after a restart
 
     restarts, part_start, progress = 0, 0, True
+    pending: list[str] = []  # tampering found before an instructor cell: charged to the next test
 
     def restart() -> None:
         nonlocal kernel, restarts, progress
@@ -114,13 +115,15 @@ def grade_notebook(nb: nbformat.NotebookNode, *, limits: Limits | None = None, c
             raise _GiveUp
         progress = False
         kernel = Kernel(workdir, uid, limits, hide, isolate)
-        kernel.run(SNAPSHOT, timeout=cell_timeout, output_cap=0)
-        for code in history:
-            if kernel.run(code, timeout=cell_timeout, output_cap=0)[0] in ("timeout", "dead"):
+        kernel.install_guard(cell_timeout, output_cap)
+        for guarded, code in history:
+            status = (kernel.run_guarded(code, cell_timeout).status if guarded
+                      else kernel.run(code, timeout=cell_timeout, output_cap=0)[0])
+            if status in ("timeout", "dead"):
                 raise _GiveUp  # the cells that ran fine before now break it: it was sabotaged
 
     try:
-        kernel.run(SNAPSHOT, timeout=cell_timeout, output_cap=0)
+        kernel.install_guard(cell_timeout, output_cap)
         for index, cell in enumerate(nb.cells):
             if cell.cell_type != "code":
                 continue
@@ -131,22 +134,27 @@ def grade_notebook(nb: nbformat.NotebookNode, *, limits: Limits | None = None, c
                 if left <= 0:
                     result.cells.append(CellResult(meta["grade_id"], 0.0, points, "not run"))
                     continue
-                marker = secrets.token_hex(16)
                 kernel.kill_strays()
-                status, out = kernel.run(RESTORE, timeout=min(cell_timeout, left), output_cap=0)
-                if status not in ("timeout", "dead"):  # a kernel that cannot even restore runs no test
-                    code = cell.source + f"\nprint({marker!r})"
-                    status, out = kernel.run(code, min(cell_timeout, left), output_cap)
+                run = kernel.run_guarded(cell.source, min(cell_timeout, left))
                 kernel.kill_strays()
-                passed = status == "ok" and marker in out
+                status, found = run.status, pending + run.tampered
+                pending = []
                 progress = progress or status in ("ok", "error")
-                verdict = "passed" if passed else {"ok": "failed", "error": "failed"}.get(status, status)
-                if status == "ok" and not passed:
+                passed = status == "ok" and run.proven and not found
+                if found:
+                    verdict = f"tampered ({', '.join(found[:6])}{', ...' if len(found) > 6 else ''})"
+                    result.notes.append(f"{meta['grade_id']}: {verdict}")
+                elif passed:
+                    verdict = "passed"
+                elif status in ("ok", "error"):
+                    verdict = "failed"
+                elif status == "failed":
                     verdict = "failed (did not run to its end)"
-                shown = out.replace(marker + "\n", "").replace(marker, "")
+                else:
+                    verdict = status
                 earned = points if passed else 0.0
-                result.cells.append(CellResult(meta["grade_id"], earned, points, verdict, shown))
-                result.outputs[index] = shown
+                result.cells.append(CellResult(meta["grade_id"], earned, points, verdict, run.output))
+                result.outputs[index] = run.output
                 if status in ("timeout", "dead") and not (status == "timeout" and kernel.interrupt()):
                     del history[part_start:]  # this part's answers broke the kernel: leave them out
                     restart()
@@ -154,7 +162,13 @@ def grade_notebook(nb: nbformat.NotebookNode, *, limits: Limits | None = None, c
                 continue
             if left <= 0:
                 continue
-            status, result.outputs[index] = kernel.run(cell.source, min(cell_timeout, left), output_cap)
+            answer = bool(meta.get("solution"))
+            if answer:  # the student's own code: through IPython, as in their notebook
+                status, result.outputs[index] = kernel.run(cell.source, min(cell_timeout, left), output_cap)
+            else:  # the instructor's: through the guard, which also puts back what answers changed
+                run = kernel.run_guarded(cell.source, min(cell_timeout, left))
+                status, result.outputs[index] = run.status, run.output
+                pending += run.tampered
             kernel.kill_strays()
             if status in ("timeout", "dead"):  # never replayed: it would hang or kill again
                 result.notes.append(f"cell {meta.get('grade_id', '?')!r}: {status}")
@@ -162,11 +176,11 @@ def grade_notebook(nb: nbformat.NotebookNode, *, limits: Limits | None = None, c
                 if not (status == "timeout" and kernel.interrupt()):
                     restart()
             else:
-                if status == "error":  # the instructor sees which answer raised, not only the lost points
+                if status in ("error", "failed"):  # the instructor sees which cell raised, not just points
                     raised = result.outputs[index].strip().splitlines()
                     result.notes.append(f"cell {meta.get('grade_id', '?')!r} raised "
                                         f"{raised[-1] if raised else 'an error'}")
-                history.append(cell.source)
+                history.append((not answer, cell.source))
                 progress = True
     except _GiveUp:
         result.notes.append(f"the kernel hung or died more than {max_restarts} times; the rest was not run")
@@ -234,6 +248,9 @@ def feedback_notebook(nb: nbformat.NotebookNode, result: GradeResult) -> nbforma
             cell.source = strip_hidden_tests(cell.source)
             if graded.points < graded.max_points:
                 why = _VERDICTS.get(graded.status, graded.status)
+                if graded.status.startswith("tampered"):
+                    why = (f"{graded.status}: your code changed what the tests rely on, so this part "
+                           "scores 0 (the grader put it back before testing)")
                 text += f"[grader] {graded.points:g} of {graded.max_points:g} points: {why}\n"
         cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text=text)] if text else []
         cell.execution_count = None

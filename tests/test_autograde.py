@@ -128,6 +128,67 @@ def test_tampering_with_the_machinery_does_not_pass_wrong_answers(tamper, isolat
     assert scores == {**PARTS, "test-layer_params": 0.0}, result  # only the tampering part is lost
 
 
+#: Code a student could put after a wrong answer to make the tests pass anyway: one per class of
+#: tampering with the kernel the tests run in. Each must be found, put back and cost its part.
+TAMPERING = {
+    "AST transformer": (
+        "import ast\n"
+        "class Skip(ast.NodeTransformer):  # every call statement but print becomes pass\n"
+        "    def visit_Expr(self, node):\n"
+        "        if isinstance(node.value, ast.Call) and getattr(node.value.func, 'id', '') != 'print':\n"
+        "            return ast.Pass()\n"
+        "        return node\n"
+        "get_ipython().ast_transformers.append(Skip())", "AST transformers"),
+    "input transformer": (
+        "def last_print_only(lines):  # a cell ending in a print runs only that print\n"
+        "    return [lines[-1]] if lines and lines[-1].lstrip().startswith('print(') else lines\n"
+        "get_ipython().input_transformers_cleanup.append(last_print_only)", "input transformers"),
+    "event callbacks": (
+        "import lrlib.exercise as ex\n"
+        "def neuter(*args):\n"
+        "    ex.expect = ex.expect_close = lambda *a, **k: None\n"
+        "    globals()['expect'] = globals()['expect_close'] = ex.expect\n"
+        "get_ipython().events.register('pre_run_cell', neuter)\n"
+        "get_ipython().events.register('post_run_cell', neuter)", "event 'pre_run_cell'"),
+    "exception handlers": (
+        "ip = get_ipython()\n"
+        "ip.set_custom_exc((BaseException,), lambda *a, **k: None)\n"
+        "ip.showtraceback = lambda *a, **k: None\n"
+        "import sys\nsys.excepthook = lambda *a: None", "showtraceback"),
+    "grader names": (
+        "for name in list(globals()):\n"
+        "    if any(w in name for w in ('restore', 'grader', 'lrgrade', 'expect')):\n"
+        "        globals()[name] = lambda *a, **k: None\n"
+        "import lrlib.exercise\nlrlib.exercise.expect = lrlib.exercise.expect_close = expect", "expect"),
+    "comparison functions": (
+        "import math, numpy, torch\n"
+        "numpy.isclose = lambda *a, **k: numpy.True_\nnumpy.allclose = lambda *a, **k: True\n"
+        "numpy.testing.assert_allclose = lambda *a, **k: None\nmath.isclose = lambda *a, **k: True\n"
+        "torch.allclose = lambda *a, **k: True\ntorch.Tensor.__eq__ = lambda *a: True", "isclose"),
+    "oracles": (
+        "import sys, torch, lrlib.models\n"
+        "class Empty(torch.nn.Module):  # the real layer, counted by the test, now has no parameters\n"
+        "    def __init__(self, *a, **k):\n"
+        "        super().__init__()\n"
+        "torch.nn.TransformerEncoderLayer = Empty\n"
+        "lrlib.models.transformer_param_count = lambda *a, **k: 0\n"
+        "sys.modules['lrlib.models'] = type(sys)('lrlib.models')", "TransformerEncoderLayer"),
+}
+
+
+@pytest.mark.parametrize("kind", TAMPERING)
+def test_each_kind_of_tampering_with_the_tests_kernel_is_found_and_costs_its_part(kind):
+    """A wrong answer (0) plus code that would make its test pass: the part scores 0, the summary
+    says it was tampered with and with what, and the parts after it are graded as usual."""
+    code, seen = TAMPERING[kind]
+    wrong = "def layer_params(d_model, d_ff):\n    return 0\n" + code
+    scores, result, _ = grade(submission(layer_params=wrong), cell_timeout=10, isolate=False)
+    assert scores == {**PARTS, "test-layer_params": 0.0}, result
+    lost = next(c for c in result.cells if c.grade_id == "test-layer_params")
+    assert lost.status.startswith("tampered") and seen in lost.status, lost
+    assert any(note.startswith("test-layer_params: tampered") for note in result.notes), result.notes
+
+
 FAKE_SUCCESS = """
 from IPython.core.interactiveshell import ExecutionInfo, ExecutionResult
 
@@ -140,10 +201,13 @@ get_ipython().run_cell = skip
 
 @isolation
 def test_a_kernel_hijacked_to_report_success_passes_nothing_it_did_not_run(isolate):
+    """Tests never run through run_cell: the hijack is found, put back and charged to its part;
+    the answers after it run normally again."""
     wrong = "def layer_params(d_model, d_ff):\n    return 0\n" + FAKE_SUCCESS
     scores, result, _ = grade(submission(layer_params=wrong), cell_timeout=5, isolate=isolate)
-    assert scores == {**PARTS, "test-layer_params": 0.0, "test-relative_update": 0.0}, result
-    assert {c.status for c in result.cells if c.points == 0} == {"failed (did not run to its end)"}
+    assert scores == {**PARTS, "test-layer_params": 0.0}, result
+    lost = next(c for c in result.cells if c.grade_id == "test-layer_params")
+    assert lost.status.startswith("tampered") and "run_cell" in lost.status, lost
 
 
 def _course(tmp_path, submissions):
