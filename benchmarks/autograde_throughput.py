@@ -4,7 +4,8 @@
 Run as root with ``.venv/bin/python benchmarks/autograde_throughput.py [--n 50] [--workers 2]``.
 Builds two throw-away courses with the same N submissions (the release with the
 solution's answers filled in), grades one with each, checks that both give every
-student full marks, and prints seconds per submission.
+student full marks (and that the guard took nothing for tampering), and prints
+seconds per submission; then times lrgrade's per-student feedback on its own.
 """
 
 from __future__ import annotations
@@ -66,15 +67,25 @@ def main() -> None:
 
         ours = make_course(Path(ours_dir), name, n)
         start = time.perf_counter()
-        summary = autograde(ours, name, workers=args.workers, progress=False)
+        summary = autograde(ours, name, workers=args.workers, progress=False, feedback=False)
         ours_seconds = time.perf_counter() - start
         assert (summary.score == summary.max_score).all(), summary
+        assert (summary.notes == "").all(), summary  # nothing taken for tampering
+
+        start = time.perf_counter()  # the feedback step that `make autograde` adds, timed on its own
+        from lrgrade.classroom import write_feedback
+
+        failed = write_feedback(ours, name, list(summary.student))
+        feedback_seconds = time.perf_counter() - start
+        assert not failed, failed
     print(f"{n} submissions of {name} on {os.cpu_count()} cores:\n")
     print("| grader | total (s) | per submission (s) |")
     print("|---|---|---|")
     for label, seconds in (("nbgrader autograde (sequential, no isolation)", plain_seconds),
-                           (f"lrgrade ({args.workers} workers, isolated)", ours_seconds)):
+                           (f"lrgrade ({args.workers} workers, isolated, guarded)", ours_seconds),
+                           ("lrgrade feedback, per student (after grading)", feedback_seconds)):
         print(f"| {label} | {seconds:.1f} | {seconds / n:.2f} |")
+    print(f"\ngrading throughput, lrgrade / nbgrader: {plain_seconds / ours_seconds:.2f}x")
 
 
 if __name__ == "__main__":

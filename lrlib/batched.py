@@ -26,7 +26,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.func import functional_call, stack_module_state, vmap
 
 from lrlib._checks import check_int, check_nonnegative, check_real
 from lrlib.data import Split, minibatches
@@ -67,6 +66,8 @@ class BatchedModel(nn.Module):
         if any(isinstance(mod, nn.modules.batchnorm._BatchNorm) for mod in models[0].modules()):
             raise ValueError("models must not hold BatchNorm layers: their running statistics "
                              "are updated in place, which vmap cannot batch")
+        from torch.func import stack_module_state  # torch.func costs a second to import: only when used
+
         params, buffers = stack_module_state(list(models))
         self.names = list(params)
         trainable = dict(models[0].named_parameters())
@@ -86,6 +87,8 @@ class BatchedModel(nn.Module):
         return {n: getattr(self, "buffer_" + n.replace(".", "_")) for n in self._buffer_names}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        from torch.func import functional_call, vmap
+
         template = self._template[0].train(self.training)
 
         def one(params, buffers, inputs):

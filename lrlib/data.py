@@ -14,7 +14,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from sklearn.datasets import load_digits as _sklearn_digits
 
 from lrlib._checks import check_int, check_real
 
@@ -53,7 +52,9 @@ def load_digits(test_fraction: float = 0.25, seed: int = 0, device: torch.device
     if not 0 < test_fraction < 1:
         raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
     seed = check_int("seed", seed, minimum=0)
-    x, y = _sklearn_digits(return_X_y=True)
+    from sklearn.datasets import load_digits as sklearn_digits  # a second to import: only when used
+
+    x, y = sklearn_digits(return_X_y=True)
     order = np.random.default_rng(seed).permutation(len(y))
     n_test = int(round(test_fraction * len(y)))
     test, train = order[:n_test], order[n_test:]

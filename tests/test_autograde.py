@@ -176,17 +176,23 @@ TAMPERING = {
 }
 
 
-@pytest.mark.parametrize("kind", TAMPERING)
-def test_each_kind_of_tampering_with_the_tests_kernel_is_found_and_costs_its_part(kind):
-    """A wrong answer (0) plus code that would make its test pass: the part scores 0, the summary
-    says it was tampered with and with what, and the parts after it are graded as usual."""
-    code, seen = TAMPERING[kind]
-    wrong = "def layer_params(d_model, d_ff):\n    return 0\n" + code
-    scores, result, _ = grade(submission(layer_params=wrong), cell_timeout=10, isolate=False)
-    assert scores == {**PARTS, "test-layer_params": 0.0}, result
-    lost = next(c for c in result.cells if c.grade_id == "test-layer_params")
-    assert lost.status.startswith("tampered") and seen in lost.status, lost
-    assert any(note.startswith("test-layer_params: tampered") for note in result.notes), result.notes
+def test_each_kind_of_tampering_with_the_tests_kernel_is_found_and_costs_its_part(tmp_path):
+    """A class where each student gives a wrong answer (0) plus code that would make its test pass:
+    each loses that part, the summary says it was tampered with and with what, and the parts after
+    it are graded as usual. (One class, graded in parallel: each kind is its own submission.)"""
+    from lrgrade.classroom import autograde
+
+    students = {kind.replace(" ", "_"): submission(
+        layer_params="def layer_params(d_model, d_ff):\n    return 0\n" + code)
+        for kind, (code, _) in TAMPERING.items()}
+    course = _course(tmp_path, {"alice": submission(), **students})
+    summary = autograde(course, NAME, workers=2, cell_timeout=10, progress=False, feedback=False,
+                        allow_unsafe=not AVAILABLE).set_index("student")
+    assert summary.loc["alice", "score"] == 10.0 and summary.loc["alice", "notes"] == ""
+    for kind, (_, seen) in TAMPERING.items():
+        row = summary.loc[kind.replace(" ", "_")]
+        assert row.score == 10.0 - PARTS["test-layer_params"], (kind, row.notes)
+        assert "test-layer_params: tampered" in row.notes and seen in row.notes, (kind, row.notes)
 
 
 FAKE_SUCCESS = """
