@@ -18,9 +18,11 @@ import hashlib
 import hmac
 import json
 import queue
+import re
 import secrets
 import subprocess
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,12 +37,18 @@ from lrgrade.sandbox import Limits, sandboxed_kernel_manager
 #: ``run_cell`` (which student code can rewrite). Its answer carries an HMAC of the outcome
 #: under a key kept only in a closure, so a stand-in cannot report success.
 GUARD = r"""
-def __lrgrade_install(key, name, output_cap):
-    import builtins, hashlib, hmac, importlib, io, json, os, pkgutil, sys, types
-    import math, numpy, numpy.testing, torch, torch.testing, torch.nn.functional
+def __lrgrade_install(key, name, output_cap, oracles):
+    import builtins, hashlib, hmac, importlib, io, json, os, sys, types, warnings
+    import math, numpy, torch
     import lrlib, lrlib.exercise
-    for info in pkgutil.iter_modules(lrlib.__path__):  # the oracles hidden tests may use
-        importlib.import_module("lrlib." + info.name)
+    for dotted in oracles:  # what instructor cells and tests use: import it before the snapshot
+        parts = dotted.split(".")
+        for end in range(len(parts), 1, -1):  # lrlib.models.f -> lrlib.models
+            try:
+                importlib.import_module(".".join(parts[:end]))
+                break
+            except Exception:
+                continue
     ip = get_ipython()
     missing = object()
 
@@ -88,6 +96,11 @@ def __lrgrade_install(key, name, output_cap):
                      protected=protected)
 
     def check():
+        with warnings.catch_warnings():  # reading deprecated attributes warns; nothing to show a student
+            warnings.simplefilter("ignore")
+            return check_and_restore()
+
+    def check_and_restore():
         if not state:
             snapshot()
         modules, classes, saved_lists = state["modules"], state["classes"], state["saved_lists"]
@@ -184,15 +197,29 @@ def __lrgrade_install(key, name, output_cap):
     setattr(sys, name, run)
 
 
-__lrgrade_install("__KEY__", "__NAME__", __CAP__)
+__lrgrade_install("__KEY__", "__NAME__", __CAP__, __ORACLES__)
 del __lrgrade_install
 """
 
 
-def guard_code(key: str, name: str, output_cap: int) -> str:
+def guard_code(key: str, name: str, output_cap: int, oracles: Sequence[str] = ()) -> str:
     """:data:`GUARD` for one kernel: its HMAC key, the ``sys`` attribute ``run`` is kept under,
-    and the characters of output kept per cell."""
-    return GUARD.replace("__KEY__", key).replace("__NAME__", name).replace("__CAP__", str(int(output_cap)))
+    the characters of output kept per cell, and the modules to import before the snapshot."""
+    modules = [m for m in oracles if re.fullmatch(r"[A-Za-z_][\w.]*", m)]
+    return (GUARD.replace("__KEY__", key).replace("__NAME__", name).replace("__CAP__", str(int(output_cap)))
+            .replace("__ORACLES__", repr(modules)))
+
+
+def oracle_modules(code: str) -> list[str]:
+    """The dotted names under lrlib, numpy, torch, math and scipy that instructor code uses
+    (``lrlib.models.transformer_param_count``, ``np.testing``): the guard imports the module
+    part of each before any answer runs, so the snapshot holds their real functions.
+
+    >>> oracle_modules("from lrlib.models import f\\nx = np.testing.assert_allclose")
+    ['lrlib.models', 'numpy.testing.assert_allclose']
+    """
+    names = re.findall(r"\b((?:lrlib|numpy|np|torch|math|scipy)(?:\.[A-Za-z_]\w*)+)", code)
+    return sorted({"numpy." + n[3:] if n.startswith("np.") else n for n in names})
 
 
 @dataclass
@@ -224,10 +251,12 @@ class Kernel:
         self.client.start_channels()
         self.client.wait_for_ready(timeout=60)
 
-    def install_guard(self, timeout: float, output_cap: int) -> None:
-        """Put :data:`GUARD` into the kernel, before any student code runs."""
+    def install_guard(self, timeout: float, output_cap: int, oracles: Sequence[str] = ()) -> None:
+        """Put :data:`GUARD` into the kernel, before any student code runs, with ``oracles``
+        (:func:`oracle_modules` of the instructor's cells) imported first."""
         self._key, self._name = secrets.token_hex(32), "_" + secrets.token_hex(12)
-        status, out = self.run(guard_code(self._key, self._name, output_cap), timeout, output_cap=2000)
+        code = guard_code(self._key, self._name, output_cap, oracles)
+        status, out = self.run(code, timeout, output_cap=2000)
         first = self.run_guarded("", timeout) if status == "ok" else None  # the snapshot, before any answer
         if first is None or first.status != "ok" or first.tampered:
             raise RuntimeError(f"the grader could not prepare the kernel: {status}: {out} "

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import nbformat
 
-from lrgrade.kernel import Kernel, own_event_loop
+from lrgrade.kernel import Kernel, oracle_modules, own_event_loop
 from lrgrade.sandbox import Limits
 from lrgrade.submission import nbgrader_meta
 
@@ -115,15 +115,17 @@ def grade_notebook(nb: nbformat.NotebookNode, *, limits: Limits | None = None, c
             raise _GiveUp
         progress = False
         kernel = Kernel(workdir, uid, limits, hide, isolate)
-        kernel.install_guard(cell_timeout, output_cap)
+        kernel.install_guard(cell_timeout, output_cap, oracles)
         for guarded, code in history:
             status = (kernel.run_guarded(code, cell_timeout).status if guarded
                       else kernel.run(code, timeout=cell_timeout, output_cap=0)[0])
             if status in ("timeout", "dead"):
                 raise _GiveUp  # the cells that ran fine before now break it: it was sabotaged
 
+    oracles = oracle_modules("\n".join(c.source for c in nb.cells if c.cell_type == "code"
+                                        and not nbgrader_meta(c).get("solution")))
     try:
-        kernel.install_guard(cell_timeout, output_cap)
+        kernel.install_guard(cell_timeout, output_cap, oracles)
         for index, cell in enumerate(nb.cells):
             if cell.cell_type != "code":
                 continue
