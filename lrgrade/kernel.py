@@ -271,7 +271,7 @@ class Kernel:
         """
         nonce = secrets.token_hex(16)
         expression = f"__import__('sys').{self._name}({nonce!r}, {code!r})"
-        status, out, expressions = self.run("", timeout, output_cap=2000, user_expressions={"r": expression})
+        status, out, expressions = self._execute("", timeout, 2000, {"r": expression})
         reply = expressions.get("r", {})
         if status != "ok" or reply.get("status") != "ok":
             return Guarded(status if status != "ok" else "failed", out, [], False)
@@ -287,10 +287,14 @@ class Kernel:
         text = answer["output"] + (f"{answer['status']}\n" if error else "")
         return Guarded("error" if error else "ok", text, list(answer["tampered"]), True)
 
-    def run(self, code: str, timeout: float, output_cap: int,
-            user_expressions: dict[str, str] | None = None) -> tuple:
-        """Execute ``code``; return (status, text output). Status: ok, error, timeout, dead.
-        With ``user_expressions``, return (status, output, the reply's evaluated expressions)."""
+    def run(self, code: str, timeout: float, output_cap: int) -> tuple[str, str]:
+        """Execute ``code``; return (status, text output). Status: ok, error, timeout, dead."""
+        status, out, _ = self._execute(code, timeout, output_cap, {})
+        return status, out
+
+    def _execute(self, code: str, timeout: float, output_cap: int,
+                 user_expressions: dict[str, str]) -> tuple[str, str, dict]:
+        """:meth:`run`, plus the reply's evaluated ``user_expressions`` (empty unless it went ok)."""
         chunks: list[str] = []
         size = [0]
 
@@ -308,17 +312,17 @@ class Kernel:
         # Not execute_interactive: it waits out the whole timeout for a kernel that died (sys.exit),
         # costing a minute per such student. This loop also watches the kernel's process.
         msg_id = self.client.execute(code, store_history=False, allow_stdin=False,
-                                     user_expressions=user_expressions or {})
+                                     user_expressions=user_expressions)
         deadline = time.monotonic() + timeout
         replied = idle = False
         while not (replied and idle):
             if time.monotonic() > deadline:
-                return ("timeout", "".join(chunks), {}) if user_expressions else ("timeout", "".join(chunks))
+                return "timeout", "".join(chunks), {}
             try:
                 msg = self.client.get_iopub_msg(timeout=0.1)
             except queue.Empty:
                 if not self.manager.is_alive():
-                    return ("dead", "".join(chunks), {}) if user_expressions else ("dead", "".join(chunks))
+                    return "dead", "".join(chunks), {}
             else:
                 if msg["parent_header"].get("msg_id") == msg_id:
                     if msg["msg_type"] == "status":
@@ -331,9 +335,7 @@ class Kernel:
                 except queue.Empty:
                     break
                 replied = reply["parent_header"].get("msg_id") == msg_id
-        if user_expressions:
-            return reply["content"]["status"], "".join(chunks), reply["content"].get("user_expressions", {})
-        return reply["content"]["status"], "".join(chunks)
+        return reply["content"]["status"], "".join(chunks), reply["content"].get("user_expressions", {})
 
     def kill_strays(self) -> None:
         """End every process the student's code started (the kernel stays): a fork bomb or a
