@@ -340,11 +340,13 @@ def _norms(tensors: Iterable[torch.Tensor]) -> np.ndarray:
 @dataclass
 class BatchedRun:
     """What :func:`train_batched` recorded: ``losses[k, t]`` for copy ``k`` at step ``t``,
-    and each copy's held-out loss and accuracy at the end (NaN where it diverged)."""
+    and each copy's validation and test loss and accuracy at the end (NaN where it diverged)."""
 
     lrs: np.ndarray
     seeds: np.ndarray
     losses: np.ndarray
+    val_loss: np.ndarray
+    val_accuracy: np.ndarray
     test_loss: np.ndarray
     test_accuracy: np.ndarray
 
@@ -379,9 +381,9 @@ def train_batched(data: Split, lrs: Sequence[float], seeds: Sequence[int], *, st
     streams = [minibatches(data.x_train, data.y_train, batch_size, steps=steps, seed=int(s)) for s in seeds]
     rates = np.repeat(np.asarray(lrs, dtype=float)[:, None], steps, axis=1)
     runs = train_copies(model, opt, streams, rates)
-    held_out = evaluate(model, data.x_test, data.y_test)
+    val, test = evaluate(model, data.x_val, data.y_val), evaluate(model, data.x_test, data.y_test)
     return BatchedRun(np.asarray(lrs, float), np.asarray(seeds), np.stack([r.losses for r in runs]),
-                      held_out.loss, held_out.accuracy)
+                      val.loss, val.accuracy, test.loss, test.accuracy)
 
 
 def make_optimizer(name: str, model: BatchedModel, lrs: Sequence[float] | np.ndarray, *,

@@ -20,51 +20,88 @@ from lrlib._checks import check_int, check_real
 
 @dataclass
 class Split:
-    """Train and test tensors: ``x_*`` float32 ``(n, 64)``, ``y_*`` int64 ``(n,)``."""
+    """Train, validation and test tensors: ``x_*`` float32 ``(n, 64)``, ``y_*`` int64 ``(n,)``.
+
+    Train the model on ``train``; choose everything (rate, schedule, length, the
+    winner of a sweep) on ``val``; evaluate what was chosen on ``test``, once.
+    """
 
     x_train: torch.Tensor
     y_train: torch.Tensor
+    x_val: torch.Tensor
+    y_val: torch.Tensor
     x_test: torch.Tensor
     y_test: torch.Tensor
 
+    def tensors(self) -> tuple[torch.Tensor, ...]:
+        """The six tensors in field order."""
+        return (self.x_train, self.y_train, self.x_val, self.y_val, self.x_test, self.y_test)
+
     def to(self, device: torch.device | str) -> Split:
         """The same split on ``device``."""
-        return Split(*(t.to(device) for t in (self.x_train, self.y_train, self.x_test, self.y_test)))
+        return Split(*(t.to(device) for t in self.tensors()))
 
 
-def load_digits(test_fraction: float = 0.25, seed: int = 0, device: torch.device | str = "cpu") -> Split:
-    """The digits as standardised tensors, split at random into train and test.
+def _stratified_order(y: np.ndarray, fractions: tuple[float, float], seed: int) -> tuple[np.ndarray, ...]:
+    """Indices of train, validation and test: each class shuffled and cut in the same shares."""
+    rng = np.random.default_rng(seed)
+    parts: tuple[list, list, list] = ([], [], [])
+    for label in np.unique(y):
+        members = rng.permutation(np.flatnonzero(y == label))
+        n_val = int(round(fractions[0] * len(members)))
+        n_test = int(round(fractions[1] * len(members)))
+        parts[1].append(members[:n_val])
+        parts[2].append(members[n_val:n_val + n_test])
+        parts[0].append(members[n_val + n_test:])
+    # shuffle across classes too, so a split's rows are not sorted by label
+    return tuple(rng.permutation(np.concatenate(p)) for p in parts)
 
-    Pixels are scaled by the training set's per-pixel mean and standard deviation
-    (constant pixels get std 1), so the test set leaks nothing into training.
+
+def load_digits(val_fraction: float = 0.2, test_fraction: float = 0.2, seed: int = 0,
+                device: torch.device | str = "cpu") -> Split:
+    """The digits as standardised tensors, split into train, validation and test.
+
+    The split is stratified: each of the ten classes is shuffled (by ``seed``) and
+    cut in the same shares, so every split has the class balance of the whole.
+    Pixels are scaled by the training split's per-pixel mean and standard deviation
+    (constant pixels get std 1), so validation and test leak nothing into training.
+
+    The course's rule: train on ``train``, select on ``val``, report ``test`` once
+    for what was selected.
 
     Args:
-        test_fraction: share of the 1,797 images held out, in (0, 1).
+        val_fraction: share of the 1,797 images for validation, in (0, 1).
+        test_fraction: share held out for the final test, in (0, 1); the two
+            shares together must leave some training images.
         seed: seed of the shuffle (the split depends on it alone).
         device: where the tensors go.
 
     Example:
         >>> d = load_digits()
-        >>> d.x_train.shape, d.x_test.shape
-        (torch.Size([1348, 64]), torch.Size([449, 64]))
+        >>> len(d.y_train), len(d.y_val), len(d.y_test)
+        (1079, 359, 359)
     """
+    val_fraction = check_real("val_fraction", val_fraction)
+    if not 0 < val_fraction < 1:
+        raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
     test_fraction = check_real("test_fraction", test_fraction)
     if not 0 < test_fraction < 1:
         raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
+    if val_fraction + test_fraction >= 0.9:
+        raise ValueError("val_fraction + test_fraction must be below 0.9 to leave images to train on, "
+                         f"got {val_fraction} + {test_fraction}")
     seed = check_int("seed", seed, minimum=0)
     from sklearn.datasets import load_digits as sklearn_digits  # a second to import: only when used
 
     x, y = sklearn_digits(return_X_y=True)
-    order = np.random.default_rng(seed).permutation(len(y))
-    n_test = int(round(test_fraction * len(y)))
-    test, train = order[:n_test], order[n_test:]
+    train, val, test = _stratified_order(y, (val_fraction, test_fraction), seed)
     mean = x[train].mean(axis=0)
     std = x[train].std(axis=0)
     std[std == 0] = 1.0
     x = (x - mean) / std
     as_x = lambda idx: torch.tensor(x[idx], dtype=torch.float32)  # noqa: E731
     as_y = lambda idx: torch.tensor(y[idx], dtype=torch.int64)  # noqa: E731
-    return Split(as_x(train), as_y(train), as_x(test), as_y(test)).to(device)
+    return Split(as_x(train), as_y(train), as_x(val), as_y(val), as_x(test), as_y(test)).to(device)
 
 
 def minibatches(

@@ -36,7 +36,7 @@ ARCH = {"d_model": 32, "n_heads": 4, "n_layers": 4, "norm_first": True}
 
 def digit_task(classes: range, per_class: int | None = None, seed: int = 0) -> Split:
     """The digits of ``classes`` only, relabelled ``0..len(classes)-1``; with ``per_class``,
-    a random subset of that many training images per class (the test set is kept whole)."""
+    a random subset of that many training images per class (validation and test are kept whole)."""
     data = load_digits(seed=0)
     lookup = torch.full((10,), -1, dtype=torch.long)
     lookup[list(classes)] = torch.arange(len(classes))
@@ -54,12 +54,13 @@ def digit_task(classes: range, per_class: int | None = None, seed: int = 0) -> S
         idx = torch.cat(chosen)
         return x[idx], y[idx]
 
-    return Split(*pick(data.x_train, data.y_train, per_class), *pick(data.x_test, data.y_test, None))
+    return Split(*pick(data.x_train, data.y_train, per_class), *pick(data.x_val, data.y_val, None),
+                 *pick(data.x_test, data.y_test, None))
 
 
 def pretrain(path: str | Path, steps: int = 400, lr: float = 3e-3, seed: int = 0) -> dict[str, float]:
     """Train the body on digits 0-4 (Adam, warmup then cosine), save its ``state_dict`` to ``path``,
-    and return its held-out loss and accuracy on 0-4."""
+    and return its validation and test loss and accuracy on 0-4."""
     data = digit_task(range(5))
     torch.manual_seed(seed)
     model = TransformerClassifier(n_classes=5, **ARCH)
@@ -77,8 +78,8 @@ def _pretrained(path: str) -> dict[str, torch.Tensor]:
 
 
 def _evaluate(model: torch.nn.Module, data: Split) -> dict[str, float]:
-    held_out = evaluate(model, data.x_test, data.y_test)
-    return {"test_loss": held_out.loss, "test_acc": held_out.accuracy}
+    val, test = evaluate(model, data.x_val, data.y_val), evaluate(model, data.x_test, data.y_test)
+    return {"val_loss": val.loss, "val_acc": val.accuracy, "test_loss": test.loss, "test_acc": test.accuracy}
 
 
 class _Setup(NamedTuple):
@@ -122,8 +123,9 @@ def _finetune_schedule(lr: float, steps: int) -> schedules.Schedule:
 def _outcome(held_out: dict[str, float], run: TrainingRun) -> dict[str, float]:
     out = dict(held_out)
     out["train_loss"] = run.tail_mean(0.1)
-    if not math.isfinite(out["test_loss"]):
-        out["test_loss"] = math.inf
+    for key in ("val_loss", "test_loss"):
+        if not math.isfinite(out[key]):
+            out[key] = math.inf
     return out
 
 
@@ -136,8 +138,9 @@ def finetune_trial(config: dict[str, Any]) -> dict[str, float]:
     ``per_class`` (20 training images per class), ``decay`` (0.7, for ``"layerwise"``),
     ``rank`` (4, for ``"lora"``). Adam, 10% warmup then cosine.
 
-    Returns the held-out ``test_loss`` and ``test_acc`` on 5-9 and the ``train_loss`` of the
-    last 10% of steps (``inf`` if the run diverged).
+    Returns ``val_loss`` and ``val_acc`` (select on these), ``test_loss`` and ``test_acc``
+    (report these once, for what was selected) on 5-9, and the ``train_loss`` of the last 10%
+    of steps (losses ``inf`` if the run diverged).
     """
     setup = _finetune_setup(config)
     opt = torch.optim.Adam(setup.groups, lr=setup.lr)
@@ -173,6 +176,9 @@ def finetune_batch(configs: Sequence[dict[str, Any]]) -> list[dict[str, float]]:
     opt = BatchedAdam([p for p in model.parameters() if p.requires_grad], rates[:, 0], scales=scales)
     streams = [minibatches(s.data.x_train, s.data.y_train, 32, steps=steps, seed=s.seed) for s in setups]
     runs = train_copies(model, opt, streams, rates)
-    held_out = evaluate(model, first.data.x_test, first.data.y_test)  # the same test set for every seed
-    return [_outcome({"test_loss": float(held_out.loss[k]), "test_acc": float(held_out.accuracy[k])}, run)
+    # the same validation and test sets for every seed
+    val = evaluate(model, first.data.x_val, first.data.y_val)
+    test = evaluate(model, first.data.x_test, first.data.y_test)
+    return [_outcome({"val_loss": float(val.loss[k]), "val_acc": float(val.accuracy[k]),
+                      "test_loss": float(test.loss[k]), "test_acc": float(test.accuracy[k])}, run)
             for k, run in enumerate(runs)]

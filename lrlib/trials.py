@@ -110,19 +110,22 @@ class DigitsTrial:
 
 @dataclass
 class TrialResult:
-    """What one :class:`DigitsTrial` gave: the recorded run, then held-out loss and accuracy
-    (NaN and 0.1-ish when it diverged), and the wall-clock seconds it took (for a trial
+    """What one :class:`DigitsTrial` gave: the recorded run, the validation loss and accuracy
+    (select on these), the test loss and accuracy (report these once, for what was selected;
+    NaN and 0.1-ish when the run diverged), and the wall-clock seconds it took (for a trial
     trained in a batch, the batch's seconds shared equally among its trials)."""
 
     trial: DigitsTrial
     run: TrainingRun
+    val_loss: float
+    val_accuracy: float
     test_loss: float
     test_accuracy: float
     seconds: float
 
 
 def run_trial(trial: DigitsTrial) -> TrialResult:
-    """Train as ``trial`` says and evaluate on the held-out digits."""
+    """Train as ``trial`` says and evaluate on the validation and test digits."""
     start = time.perf_counter()
     data = load_digits(seed=0, device=trial.device)
     model = trial.build_model().to(trial.device)
@@ -131,8 +134,9 @@ def run_trial(trial: DigitsTrial) -> TrialResult:
     batches = minibatches(data.x_train, data.y_train, trial.batch_size, steps=trial.steps, seed=trial.seed)
     run = train(model, optimizer, batches, F.cross_entropy, scheduler=scheduler,
                 track_norms=trial.track_norms)
-    held_out = evaluate(model, data.x_test, data.y_test)
-    return TrialResult(trial, run, held_out.loss, held_out.accuracy, time.perf_counter() - start)
+    val, test = evaluate(model, data.x_val, data.y_val), evaluate(model, data.x_test, data.y_test)
+    return TrialResult(trial, run, val.loss, val.accuracy, test.loss, test.accuracy,
+                       time.perf_counter() - start)
 
 
 #: What may differ between trials that train together as one batched model.
@@ -170,14 +174,15 @@ def run_trial_batch(trials: Sequence[DigitsTrial]) -> list[TrialResult]:
                for t in trials]
     runs = batched.train_copies(model, optimizer, streams, rates,
                                 track_norms=max(t.track_norms for t in trials))
-    held_out = evaluate(model, data.x_test, data.y_test)
+    val, test = evaluate(model, data.x_val, data.y_val), evaluate(model, data.x_test, data.y_test)
     seconds = (time.perf_counter() - start) / len(trials)
     out = []
     for k, (trial, run) in enumerate(zip(trials, runs)):
         n = trial.track_norms  # the batch tracked the longest any trial asked for
         run.grad_norms = run.grad_norms[:n] if n else None
         run.update_norms = run.update_norms[:n] if n else None
-        out.append(TrialResult(trial, run, float(held_out.loss[k]), float(held_out.accuracy[k]), seconds))
+        out.append(TrialResult(trial, run, float(val.loss[k]), float(val.accuracy[k]),
+                               float(test.loss[k]), float(test.accuracy[k]), seconds))
     return out
 
 
@@ -223,13 +228,14 @@ def run_trials(trials: Sequence[DigitsTrial], workers: int = 1, executor: Execut
 
 def results_frame(results: Sequence[TrialResult]) -> pd.DataFrame:
     """One row per result: the trial's fields (``schedule_args`` spread into columns),
-    ``test_loss``, ``test_accuracy``, ``final_train_loss`` (mean of the last 10% of steps),
+    ``val_loss``, ``val_accuracy``, ``test_loss``, ``test_accuracy``, ``final_train_loss`` (mean of the last 10% of steps),
     ``diverged`` and ``seconds``, ready for ``groupby`` over seeds."""
     rows = []
     for r in results:
         row = {k: v for k, v in vars(r.trial).items() if k != "schedule_args"}
         row.update(r.trial.schedule_args)
-        row.update(test_loss=r.test_loss, test_accuracy=r.test_accuracy,
+        row.update(val_loss=r.val_loss, val_accuracy=r.val_accuracy,
+                   test_loss=r.test_loss, test_accuracy=r.test_accuracy,
                    final_train_loss=r.run.tail_mean(0.1), diverged=r.run.diverged, seconds=r.seconds)
         rows.append(row)
     return pd.DataFrame(rows)
@@ -239,7 +245,7 @@ def select(results: Sequence[TrialResult], **fields: Any) -> list[TrialResult]:
     """The results whose trial has every given field (or ``schedule_args`` entry) equal to the value.
 
     >>> import numpy as np
-    >>> trials = [TrialResult(DigitsTrial(lr, steps=1), TrainingRun(np.zeros(1)), 0.0, 1.0, 0.0)
+    >>> trials = [TrialResult(DigitsTrial(lr, steps=1), TrainingRun(np.zeros(1)), 0, 1, 0, 1, 0)
     ...           for lr in (0.1, 0.2)]
     >>> [r.trial.lr for r in select(trials, lr=0.2)]
     [0.2]

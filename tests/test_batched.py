@@ -81,10 +81,13 @@ def test_train_batched_equals_a_loop_of_separate_runs():
         single = train(model, torch.optim.Adam(model.parameters(), lr=lr),
                        minibatches(data.x_train, data.y_train, 32, steps=40, seed=seed), F.cross_entropy)
         np.testing.assert_allclose(run.losses[k], single.losses, rtol=1e-4)
-        with torch.no_grad():
-            logits = model(data.x_test)
-        assert run.test_loss[k] == pytest.approx(F.cross_entropy(logits, data.y_test).item(), rel=1e-4)
-        assert run.test_accuracy[k] == pytest.approx((logits.argmax(1) == data.y_test).float().mean().item())
+        for split in ("val", "test"):
+            x, y = getattr(data, f"x_{split}"), getattr(data, f"y_{split}")
+            with torch.no_grad():
+                logits = model(x)
+            loss, acc = getattr(run, f"{split}_loss")[k], getattr(run, f"{split}_accuracy")[k]
+            assert loss == pytest.approx(F.cross_entropy(logits, y).item(), rel=1e-4)
+            assert acc == pytest.approx((logits.argmax(1) == y).float().mean().item())
 
 
 def test_a_diverging_copy_stops_where_train_stops_and_the_others_go_on():

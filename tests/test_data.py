@@ -8,27 +8,54 @@ from lrlib.data import load_digits, minibatches
 
 def test_digits_split_shapes_and_standardisation():
     d = load_digits()
-    assert d.x_train.shape == (1348, 64) and d.x_test.shape == (449, 64)
-    assert d.x_train.dtype == torch.float32 and d.y_train.dtype == torch.int64
-    assert set(d.y_train.unique().tolist()) == set(range(10))
+    assert (len(d.y_train), len(d.y_val), len(d.y_test)) == (1079, 359, 359)
+    assert d.x_train.shape == (1079, 64) and d.x_val.shape == (359, 64)
+    assert d.x_train.dtype == torch.float32 and d.y_val.dtype == torch.int64
     mean = d.x_train.mean(0)
     assert mean.abs().max() < 1e-5
     std = d.x_train.std(0, unbiased=False)
     varying = std > 0
     assert torch.allclose(std[varying], torch.ones(int(varying.sum())), atol=1e-4)
-    assert torch.bincount(torch.cat([d.y_train, d.y_test])).sum() == 1797
+    # validation and test were scaled with the training statistics, not their own
+    assert d.x_val.mean(0).abs().max() > 1e-3
+
+
+def test_digits_splits_are_disjoint_complete_and_stratified():
+    from sklearn.datasets import load_digits as sklearn_digits
+
+    raw, labels = sklearn_digits(return_X_y=True)
+    d = load_digits(val_fraction=0.15, test_fraction=0.25, seed=3)
+    whole = torch.bincount(torch.tensor(labels), minlength=10).double()
+    rows = {}
+    for name, x, y, share in (("train", d.x_train, d.y_train, 0.6), ("val", d.x_val, d.y_val, 0.15),
+                              ("test", d.x_test, d.y_test, 0.25)):
+        counts = torch.bincount(y, minlength=10).double()
+        # every class in the split's share of the whole, to rounding (one image per class)
+        assert torch.all((counts - share * whole).abs() <= 1.0), (name, counts, share * whole)
+        rows[name] = {tuple(r) for r in x.round(decimals=4).tolist()}
+    assert sum(len(v) for v in rows.values()) <= len(labels)
+    assert not rows["train"] & rows["val"] and not rows["train"] & rows["test"] and not rows["val"] & rows["test"]
+    assert len(d.y_train) + len(d.y_val) + len(d.y_test) == len(labels)
+    # the labels are shuffled across classes, not sorted
+    assert not torch.equal(d.y_val, d.y_val.sort().values)
 
 
 def test_digits_split_depends_on_seed_only():
     a, b, c = load_digits(seed=1), load_digits(seed=1), load_digits(seed=2)
-    assert torch.equal(a.x_test, b.x_test)
-    assert not torch.equal(a.x_test, c.x_test)
+    assert all(torch.equal(s, t) for s, t in zip(a.tensors(), b.tensors()))
+    assert not torch.equal(a.x_test, c.x_test) and not torch.equal(a.x_val, c.x_val)
 
 
+@pytest.mark.parametrize("name", ["val_fraction", "test_fraction"])
 @pytest.mark.parametrize("bad", [0, 1, -0.2, 1.5])
-def test_digits_rejects_bad_fraction(bad):
-    with pytest.raises(ValueError, match=r"test_fraction must be in \(0, 1\)"):
-        load_digits(test_fraction=bad)
+def test_digits_rejects_bad_fraction(name, bad):
+    with pytest.raises(ValueError, match=rf"{name} must be in \(0, 1\)"):
+        load_digits(**{name: bad})
+
+
+def test_digits_must_leave_images_to_train_on():
+    with pytest.raises(ValueError, match="val_fraction \\+ test_fraction must be below 0.9"):
+        load_digits(val_fraction=0.5, test_fraction=0.45)
 
 
 def test_minibatches_cover_each_row_once_per_pass():

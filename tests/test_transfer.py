@@ -11,7 +11,7 @@ from lrlib.transfer import METHODS, digit_task, finetune_batch, finetune_trial, 
 
 def test_digit_tasks_are_relabelled_subsets():
     pre = digit_task(range(5))
-    assert set(pre.y_train.tolist()) == set(range(5)) and set(pre.y_test.tolist()) == set(range(5))
+    assert all(set(y.tolist()) == set(range(5)) for y in (pre.y_train, pre.y_val, pre.y_test))
     few = digit_task(range(5, 10), per_class=7, seed=3)
     assert len(few.y_train) == 35 and torch.bincount(few.y_train).tolist() == [7] * 5
     again = digit_task(range(5, 10), per_class=7, seed=3)
@@ -32,7 +32,7 @@ def test_each_method_is_deterministic_and_trains_what_it_says(method, weights):
     config = {"lr": 1e-2, "seed": 1, "method": method, "pretrained": str(weights), "steps": 15}
     first, second = finetune_trial(config), finetune_trial(config)
     assert first == second
-    assert set(first) == {"test_loss", "test_acc", "train_loss"} and 0 <= first["test_acc"] <= 1
+    assert set(first) == {"val_loss", "val_acc", "test_loss", "test_acc", "train_loss"} and 0 <= first["test_acc"] <= 1
     assert math.isfinite(first["train_loss"])
 
 

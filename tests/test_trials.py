@@ -55,8 +55,11 @@ def test_a_trial_is_the_loop_it_describes():
         opt.step()
     np.testing.assert_allclose(result.run.losses, losses, rtol=1e-6)
     with torch.no_grad():
-        expected = torch.nn.functional.cross_entropy(model.eval()(data.x_test), data.y_test).item()
-    assert result.test_loss == pytest.approx(expected, rel=1e-6)
+        model.eval()
+        val = torch.nn.functional.cross_entropy(model(data.x_val), data.y_val).item()
+        test = torch.nn.functional.cross_entropy(model(data.x_test), data.y_test).item()
+    assert result.val_loss == pytest.approx(val, rel=1e-6)
+    assert result.test_loss == pytest.approx(test, rel=1e-6) and val != test
 
 
 #: The arguments, besides the rate, of a 30-step run for every schedule a trial can name.
@@ -123,8 +126,11 @@ def test_a_batch_of_trials_equals_each_trial_run_alone(common, per_trial):
         assert batched.run.diverged_at == alone.run.diverged_at
         np.testing.assert_allclose(batched.run.losses[:n], alone.run.losses[:n], rtol=2e-4)
         np.testing.assert_allclose(batched.run.lrs[:n], alone.run.lrs[:n], rtol=1e-12)
-        np.testing.assert_allclose(batched.test_loss, alone.test_loss, rtol=2e-4)
-        assert abs(batched.test_accuracy - alone.test_accuracy) <= 1 / 449 + 1e-9  # one image at most
+        for split in ("val", "test"):
+            np.testing.assert_allclose(getattr(batched, f"{split}_loss"), getattr(alone, f"{split}_loss"),
+                                       rtol=2e-4)
+            diff = abs(getattr(batched, f"{split}_accuracy") - getattr(alone, f"{split}_accuracy"))
+            assert diff <= 1 / 359 + 1e-9  # one image at most
     assert together[-1].run.diverged == (common["model"] == "mlp")
 
 
@@ -169,7 +175,8 @@ def test_results_frame_and_select():
     results = run_trials(trials)
     frame = results_frame(results)
     assert len(frame) == 4
-    assert {"lr", "warmup_steps", "total_steps", "test_loss", "test_accuracy", "final_train_loss",
+    assert {"lr", "warmup_steps", "total_steps", "val_loss", "val_accuracy", "test_loss", "test_accuracy",
+            "final_train_loss",
             "diverged", "seconds"} <= set(frame.columns)
     assert frame.warmup_steps.tolist() == [0, 2, 0, 2]
     picked = select(results, lr=1e-2, warmup_steps=2)
