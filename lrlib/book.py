@@ -2,12 +2,19 @@
 
 The prose of a chapter quotes numbers through MyST-NB's ``glue``; this module
 makes that safe for NumPy and torch scalars, whose reprs (``np.float64(0.5)``)
-MyST-NB cannot format.
+MyST-NB cannot format. Sentences that *interpret* the numbers ("warmup raises
+the largest stable rate") are checked with :func:`claim`, which fails a
+full-mode build when the run stops supporting them; :func:`ranges_apart` is the
+rule for "better" over seeds.
 """
 
 from __future__ import annotations
 
+import json
+import math
 import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -19,6 +26,11 @@ FAST_ENV_VAR = "LRLIB_FAST"
 #: Everything glued in this kernel, name -> value (handy when myst_nb is absent).
 GLUED: dict[str, Any] = {}
 
+#: Prefix of the glue keys under which :func:`claim` records each claim.
+CLAIM_PREFIX = "claim-"
+
+_MODE = {"fast": False}
+
 
 def fast(flag: bool) -> bool:
     """A chapter's ``FAST`` flag, forced on when the environment variable ``LRLIB_FAST`` says so.
@@ -29,7 +41,8 @@ def fast(flag: bool) -> bool:
     >>> fast(True)
     True
     """
-    return bool(flag) or os.environ.get(FAST_ENV_VAR, "").strip().lower() in ("1", "true", "yes")
+    _MODE["fast"] = bool(flag) or os.environ.get(FAST_ENV_VAR, "").strip().lower() in ("1", "true", "yes")
+    return _MODE["fast"]
 
 
 def as_builtin(value: Any) -> Any:
@@ -65,4 +78,108 @@ def glue(name: str, value: Any, display: bool = False) -> None:
     _myst_glue(name, value, display=display)
 
 
-__all__ = ["GLUED", "as_builtin", "fast", "glue"]
+class ClaimFailed(AssertionError):
+    """A sentence of a chapter that its run no longer supports."""
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One checked sentence: what the prose says, whether the run supports it, the numbers
+    behind it, and whether the chapter ran in full mode (FAST runs record, never fail)."""
+
+    statement: str
+    holds: bool
+    evidence: str
+    full_mode: bool
+
+
+#: Every claim made in this kernel, in order.
+CLAIMS: list[Claim] = []
+
+
+def claim(condition: Any, statement: str, evidence: str = "") -> bool:
+    """Check that the run supports a sentence of the prose; fail a full-mode build if not.
+
+    Call it in a hidden cell next to the sentence, with the condition the sentence
+    asserts, computed from the run::
+
+        claim(warm_edge > cold_edge, "Warmup raises the largest stable peak.",
+              f"{cold_edge:g} -> {warm_edge:g}")
+
+    Every call is recorded (in :data:`CLAIMS`, and glued as ``claim-NNN`` so the
+    book's claims page can list it with its outcome). When the condition is false
+    and the chapter runs in full mode, :class:`ClaimFailed` is raised: the cell
+    errors and ``jupyter-book build -W`` fails. In FAST mode (see :func:`fast`),
+    where loops are cut short, a false claim is recorded but does not raise.
+
+    Args:
+        condition: anything with a truth value (a NumPy bool is fine); an array
+            is refused, since "all" and "any" are different sentences.
+        statement: the sentence, as the prose says it (non-empty).
+        evidence: the numbers that decide it, as a short string.
+
+    Returns:
+        Whether the claim holds.
+
+    Example:
+        >>> claim(0.1 < 0.3, "A lower loss wins.", "0.1 vs 0.3")
+        True
+    """
+    if not isinstance(statement, str) or not statement.strip():
+        raise ValueError(f"statement must be a non-empty string, got {statement!r}")
+    if not isinstance(evidence, str):
+        raise TypeError(f"evidence must be a string, got {type(evidence).__name__}")
+    if isinstance(condition, (np.ndarray, torch.Tensor)) and condition.ndim > 0:
+        raise TypeError("condition must be a single truth value, got an array; use .all() or .any()")
+    holds = bool(as_builtin(condition))
+    record = Claim(statement.strip(), holds, evidence, not _MODE["fast"])
+    CLAIMS.append(record)
+    glue(f"{CLAIM_PREFIX}{len(CLAIMS):03d}", json.dumps(asdict(record)))
+    if not holds and record.full_mode:
+        raise ClaimFailed(f"the run no longer supports: {record.statement!r} ({evidence or 'no evidence given'})")
+    return holds
+
+
+def ranges_apart(lower: Sequence[float], higher: Sequence[float]) -> bool:
+    """Is every value of ``lower`` below every value of ``higher``? The course's rule for
+    "A is better than B" over seeds.
+
+    With ``n`` and ``m`` seeds whose ranges do not overlap, a one-sided Mann-Whitney
+    rank test gives ``p = 1 / C(n + m, n)`` (3 vs 3: 0.05; 5 vs 5: 0.004), so the
+    rule is a rank test stated plainly; :func:`ranges_apart_p` gives that ``p``.
+    NaN (a diverged run) counts as the worst value, +inf.
+
+    Args:
+        lower, higher: one number per seed each (at least 2 each).
+
+    Example:
+        >>> ranges_apart([0.10, 0.12, 0.11], [0.15, 0.13, 0.2])
+        True
+        >>> ranges_apart([0.10, 0.14], [0.13, 0.2])
+        False
+    """
+    a, b = _seeds("lower", lower), _seeds("higher", higher)
+    return bool(a.max() < b.min())
+
+
+def ranges_apart_p(n: int, m: int) -> float:
+    """The one-sided Mann-Whitney ``p`` when ``n`` values all lie below ``m`` others:
+    ``1 / C(n + m, n)``.
+
+    >>> round(ranges_apart_p(5, 5), 4)
+    0.004
+    """
+    if n < 1 or m < 1:
+        raise ValueError(f"n and m must be >= 1, got {n} and {m}")
+    return 1 / math.comb(n + m, n)
+
+
+def _seeds(name: str, values: Sequence[float]) -> np.ndarray:
+    array = np.asarray(values, dtype=float).ravel()
+    if array.size < 2:
+        raise ValueError(f"{name} must hold at least 2 seeds' values, got {array.size}")
+    return np.where(np.isnan(array), np.inf, array)
+
+
+__all__ = ["CLAIMS", "Claim", "ClaimFailed", "GLUED", "as_builtin", "claim", "fast", "glue", "ranges_apart",
+           "ranges_apart_p"]

@@ -1,10 +1,13 @@
 """lrlib.book (glue for the chapters) and lrlib.exercise (the test cells' checks)."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
 
-from lrlib.book import GLUED, as_builtin, fast, glue
+from lrlib import book
+from lrlib.book import GLUED, Claim, ClaimFailed, as_builtin, claim, fast, glue, ranges_apart, ranges_apart_p
 from lrlib.exercise import expect, expect_close
 
 
@@ -51,3 +54,68 @@ def test_expect_close(capsys):
 def test_fast_flag_and_its_environment_override(monkeypatch, env, flag, expected):
     monkeypatch.setenv("LRLIB_FAST", env)
     assert fast(flag) is expected
+
+
+@pytest.fixture
+def full_mode(monkeypatch):
+    monkeypatch.delenv("LRLIB_FAST", raising=False)
+    monkeypatch.setattr(book, "CLAIMS", [])
+    fast(False)
+    yield
+    fast(False)
+
+
+def test_a_claim_that_holds_is_recorded_and_glued(full_mode):
+    assert claim(np.float64(0.1) < 0.3, "  A lower loss wins. ", "0.1 vs 0.3") is True
+    record = book.CLAIMS[-1]
+    assert record == Claim("A lower loss wins.", True, "0.1 vs 0.3", True)
+    assert json.loads(GLUED["claim-001"]) == {"statement": "A lower loss wins.", "holds": True,
+                                              "evidence": "0.1 vs 0.3", "full_mode": True}
+
+
+def test_a_false_claim_raises_in_full_mode_and_is_only_recorded_in_fast(full_mode, monkeypatch):
+    with pytest.raises(ClaimFailed, match="no longer supports: 'Warmup helps.' \\(1 vs 2\\)"):
+        claim(False, "Warmup helps.", "1 vs 2")
+    assert book.CLAIMS[-1].holds is False
+    assert fast(True) is True
+    assert claim(torch.tensor(False), "Warmup helps.") is False
+    assert book.CLAIMS[-1] == Claim("Warmup helps.", False, "", False)
+    fast(False)
+    monkeypatch.setenv("LRLIB_FAST", "1")
+    assert fast(False) is True and claim(0, "Forced FAST by the environment.") is False
+
+
+def test_claim_refuses_arrays_and_empty_statements(full_mode):
+    with pytest.raises(TypeError, match="single truth value"):
+        claim(np.array([True, False]), "Some seeds.")
+    with pytest.raises(TypeError, match="single truth value"):
+        claim(torch.tensor([True]), "Some seeds.")
+    with pytest.raises(ValueError, match="statement must be a non-empty string"):
+        claim(True, "  ")
+    with pytest.raises(TypeError, match="evidence must be a string"):
+        claim(True, "Fine.", evidence=0.5)
+    assert book.CLAIMS == []
+
+
+@pytest.mark.parametrize("n,m", [(3, 3), (5, 5), (3, 5), (2, 4)])
+def test_ranges_apart_is_an_exact_rank_test(n, m):
+    """Oracle: scipy's exact one-sided Mann-Whitney U test."""
+    from scipy.stats import mannwhitneyu
+
+    rng = np.random.default_rng(n * 10 + m)
+    low, high = rng.uniform(0, 1, n), rng.uniform(1, 2, m)
+    assert ranges_apart(low, high) and not ranges_apart(high, low)
+    p = mannwhitneyu(low, high, alternative="less", method="exact").pvalue
+    assert ranges_apart_p(n, m) == pytest.approx(p)
+    overlapping = np.append(low[1:], np.median(high))
+    assert not ranges_apart(overlapping, high)
+    assert mannwhitneyu(overlapping, high, alternative="less", method="exact").pvalue > ranges_apart_p(n, m)
+
+
+def test_ranges_apart_counts_a_diverged_seed_as_worst_and_checks_sizes():
+    assert not ranges_apart([0.1, float("nan")], [0.5, 0.6])
+    assert ranges_apart([0.1, 0.2], [0.5, float("nan")])
+    with pytest.raises(ValueError, match="lower must hold at least 2 seeds"):
+        ranges_apart([0.1], [0.5, 0.6])
+    with pytest.raises(ValueError, match="n and m must be >= 1"):
+        ranges_apart_p(0, 3)
