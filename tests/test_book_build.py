@@ -1,6 +1,7 @@
 """The whole site builds with Sphinx's warnings as errors, as `make book` builds it (full mode)."""
 
 import re
+from pathlib import Path
 
 import pytest
 
@@ -19,3 +20,86 @@ def test_book_builds_without_warnings(book_build):
     assert re.search(r"moves from\s*(<[^>]+>)*\s*0\.90\s*(<[^>]+>)*\s*to\s*(<[^>]+>)*\s*0\.94", page), \
         "chapter 1 must show the glued 0.94"
     assert page.count("<img") >= 3, "chapter 1 has its figures"
+
+
+def _claims(book_build, chapter):
+    import ast
+    import json
+
+    glued = book_build.executed / chapter.relative_to(ROOT).with_suffix(".glue.json")
+    assert glued.exists(), f"no glue data for {chapter.name}"
+    data = json.loads(glued.read_text())
+    return [json.loads(ast.literal_eval(v["data"]["text/plain"])) for k, v in sorted(data.items())
+            if k.startswith("claim-")]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("chapter", chapters(), ids=lambda p: p.stem)
+def test_every_chapter_checks_a_dozen_claims_and_all_hold(book_build, chapter):
+    claims = _claims(book_build, chapter)
+    assert len(claims) >= 12, f"{chapter.name} checks only {len(claims)} claims; the book asks for 12 or more"
+    assert all(c["holds"] and c["full_mode"] for c in claims), [c for c in claims if not c["holds"]]
+
+
+@pytest.mark.slow
+def test_the_claims_page_lists_every_claim_with_its_outcome(book_build):
+    import html as html_lib
+
+    page = html_lib.unescape((book_build.html / "book" / "claims.html").read_text())
+    total = 0
+    for chapter in chapters():
+        for number, c in enumerate(_claims(book_build, chapter), start=1):
+            total += 1
+            assert c["statement"] in page, c["statement"]
+            anchor = f'id="claim-{chapter.stem.replace("_", "-")}-{number}"'
+            assert anchor in page, anchor
+    assert f"{total} claims in {len(chapters())} pages: {total} hold, 0 do not." in page
+    assert page.count("✔") >= total and "✘" not in page
+
+
+MINI_PAGE = """---
+jupytext:
+  text_representation: {{extension: .md, format_name: myst}}
+kernelspec: {{display_name: Python 3, language: python, name: python3}}
+---
+# A page with one claim
+
+```{{code-cell}} ipython3
+from lrlib.book import claim, fast
+FAST = fast(False)
+claim({condition}, "One is more than two.", "1 vs 2")
+```
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fast_mode", [False, True], ids=["full", "fast"])
+def test_a_false_claim_fails_a_full_build_and_is_only_recorded_in_a_fast_one(tmp_path, fast_mode):
+    """Oracle: jupyter-book's own exit status and the page it writes."""
+    import os
+    import subprocess
+    import sys
+
+    (tmp_path / "_config.yml").write_text(
+        "title: mini\nexecute:\n  execute_notebooks: force\n  allow_errors: false\n"
+        "sphinx:\n  local_extensions:\n"
+        f"    claims_page: {ROOT / 'book' / '_ext'}\n"
+        "  config:\n    nb_execution_raise_on_error: true\n")
+    (tmp_path / "_toc.yml").write_text("format: jb-book\nroot: page\nchapters:\n  - file: claims\n")
+    (tmp_path / "page.md").write_text(MINI_PAGE.format(condition="1 > 2"))
+    (tmp_path / "claims.md").write_text("# Claims\n\n```{claims-list}\n```\n")
+    env = {k: v for k, v in os.environ.items() if k != "LRLIB_FAST"}
+    if fast_mode:
+        env["LRLIB_FAST"] = "1"
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
+    done = subprocess.run([Path(sys.executable).parent / "jupyter-book", "build", str(tmp_path), "-W", "-n",
+                           "--keep-going"], env=env, capture_output=True, text=True, timeout=600)
+    log = done.stdout + done.stderr
+    if not fast_mode:
+        assert done.returncode != 0, log[-3000:]
+        assert "ClaimFailed" in log and "One is more than two." in log, log[-3000:]
+        return
+    assert done.returncode == 0, log[-3000:]
+    page = (tmp_path / "_build" / "html" / "claims.html").read_text()
+    assert "One is more than two." in page and "✘ (FAST run)" in page
+    assert "1 claim in 1 page: 0 hold, 1 does not (1 from FAST runs" in page

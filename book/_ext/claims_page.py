@@ -52,6 +52,10 @@ def _claims_of(output_folder: str, docname: str) -> list[dict]:
     return claims
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def claim_id(docname: str, number: int) -> str:
     """The anchor of a chapter's ``number``-th claim on the claims page (1-based)."""
     return f"claim-{docname.split('/')[-1].replace('_', '-')}-{number}"
@@ -112,7 +116,9 @@ def fill_claims(app, doctree: nodes.document, docname: str) -> None:
         group += body
         section += table
         content.append(section)
-    summary = (f"{total} claims in {len(pages)} pages: {total - failed} hold, {failed} do not"
+    summary = (f"{_count(total, 'claim')} in {_count(len(pages), 'page')}: {total - failed} "
+               f"{'holds' if total - failed == 1 else 'hold'}, {failed} "
+               f"{'does' if failed == 1 else 'do'} not"
                + (f" ({fast} from FAST runs, which record but do not check)" if fast else "") + ".")
     for node in placeholders:
         node.replace_self([_paragraph(nodes.strong(text=summary)), *content])
