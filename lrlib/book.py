@@ -136,7 +136,8 @@ def claim(condition: Any, statement: str, evidence: str = "") -> bool:
     CLAIMS.append(record)
     glue(f"{CLAIM_PREFIX}{len(CLAIMS):03d}", json.dumps(asdict(record)))
     if not holds and record.full_mode:
-        raise ClaimFailed(f"the run no longer supports: {record.statement!r} ({evidence or 'no evidence given'})")
+        raise ClaimFailed(f"the run no longer supports: {record.statement!r} "
+                          f"({evidence or 'no evidence given'})")
     return holds
 
 

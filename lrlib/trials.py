@@ -228,8 +228,8 @@ def run_trials(trials: Sequence[DigitsTrial], workers: int = 1, executor: Execut
 
 def results_frame(results: Sequence[TrialResult]) -> pd.DataFrame:
     """One row per result: the trial's fields (``schedule_args`` spread into columns),
-    ``val_loss``, ``val_accuracy``, ``test_loss``, ``test_accuracy``, ``final_train_loss`` (mean of the last 10% of steps),
-    ``diverged`` and ``seconds``, ready for ``groupby`` over seeds."""
+    ``val_loss``, ``val_accuracy``, ``test_loss``, ``test_accuracy``, ``final_train_loss`` (mean
+    of the last 10% of steps), ``diverged`` and ``seconds``, ready for ``groupby`` over seeds."""
     rows = []
     for r in results:
         row = {k: v for k, v in vars(r.trial).items() if k != "schedule_args"}

@@ -32,7 +32,8 @@ def test_each_method_is_deterministic_and_trains_what_it_says(method, weights):
     config = {"lr": 1e-2, "seed": 1, "method": method, "pretrained": str(weights), "steps": 15}
     first, second = finetune_trial(config), finetune_trial(config)
     assert first == second
-    assert set(first) == {"val_loss", "val_acc", "test_loss", "test_acc", "train_loss"} and 0 <= first["test_acc"] <= 1
+    assert set(first) == {"val_loss", "val_acc", "test_loss", "test_acc", "train_loss"}
+    assert 0 <= first["val_acc"] <= 1 and 0 <= first["test_acc"] <= 1
     assert math.isfinite(first["train_loss"])
 
 

@@ -75,8 +75,8 @@ def fill_claims(app, doctree: nodes.document, docname: str) -> None:
     from myst_nb.sphinx_ import NbMetadataCollector
 
     folder = env.mystnb_config.output_folder
-    pages = [d for d in env.found_docs if any(k.startswith(PREFIX)
-                                                for k in NbMetadataCollector.get_doc_data(env)[d].get("glue", []))]
+    glued = NbMetadataCollector.get_doc_data(env)
+    pages = [d for d in env.found_docs if any(k.startswith(PREFIX) for k in glued[d].get("glue", []))]
     content = []
     total = failed = fast = 0
     for page in sorted(pages):
