@@ -73,4 +73,4 @@ def test_every_piece_of_evidence_exists_in_the_build_and_the_page_shows_every_en
                 assert f'id="{anchor}"' in html, target
     assert "[missing" not in page and "[unresolved" not in page
     n = len(load_ledger(LEDGER))
-    assert re.search(rf"{n} entries from 5 seed files", page)
+    assert re.search(rf"{n} entries from 5 notes files", page)

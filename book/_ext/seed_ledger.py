@@ -160,13 +160,13 @@ def fill_ledger(app, doctree: nodes.document, docname: str) -> None:
         verdicts = Counter(e["verdict"] for e in entries)
         summary = _paragraph(nodes.strong(text=(
             f"{len(entries)} {'entry' if len(entries) == 1 else 'entries'} from "
-            f"{len({e['seed'] for e in entries})} seed files: "
+            f"{len({e['seed'] for e in entries})} notes files: "
             + ", ".join(f"{verdicts[v]} {label}" for v, label in VERDICTS.items()) + ".")))
         content: list[nodes.Node] = [summary]
         for seed in SEEDS:
             mine = [e for e in entries if e["seed"] == seed]
             section = nodes.section(ids=[f"seed-{seed}"])
-            section += nodes.title(text=f"Seed {seed} ({_count(len(mine), 'claim')})")
+            section += nodes.title(text=f"Notes file {seed} ({_count(len(mine), 'claim')})")
             rows = []
             for e in mine:
                 what = _paragraph(nodes.Text(e["claim"] + " "), nodes.emphasis(text=f"({e['where']})"))
