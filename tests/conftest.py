@@ -68,6 +68,22 @@ class BookBuild:
     returncode: int
     log: str
 
+    def glued(self, chapter: Path | str) -> dict:
+        """What the build glued on ``chapter`` (a path under book/ or a file name there)."""
+        import json
+
+        name = Path(chapter).name
+        path = self.executed / "book" / Path(name).with_suffix(".glue.json")
+        return json.loads(path.read_text()) if path.exists() else {}
+
+    def claims(self, chapter: Path | str) -> list[dict]:
+        """The claim records (statement, holds, evidence, full_mode) of ``chapter``, in order."""
+        import ast
+        import json
+
+        return [json.loads(ast.literal_eval(v["data"]["text/plain"]))
+                for k, v in sorted(self.glued(chapter).items()) if k.startswith("claim-")]
+
     def executed_chapter(self, chapter: Path) -> nbformat.NotebookNode:
         """The notebook the build executed for ``chapter`` (a MyST file under book/)."""
         path = self.executed / chapter.relative_to(ROOT).with_suffix(".ipynb")

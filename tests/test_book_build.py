@@ -22,21 +22,10 @@ def test_book_builds_without_warnings(book_build):
     assert page.count("<img") >= 3, "chapter 1 has its figures"
 
 
-def _claims(book_build, chapter):
-    import ast
-    import json
-
-    glued = book_build.executed / chapter.relative_to(ROOT).with_suffix(".glue.json")
-    assert glued.exists(), f"no glue data for {chapter.name}"
-    data = json.loads(glued.read_text())
-    return [json.loads(ast.literal_eval(v["data"]["text/plain"])) for k, v in sorted(data.items())
-            if k.startswith("claim-")]
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("chapter", chapters(), ids=lambda p: p.stem)
 def test_every_chapter_checks_a_dozen_claims_and_all_hold(book_build, chapter):
-    claims = _claims(book_build, chapter)
+    claims = book_build.claims(chapter)
     assert len(claims) >= 12, f"{chapter.name} checks only {len(claims)} claims; the book asks for 12 or more"
     assert all(c["holds"] and c["full_mode"] for c in claims), [c for c in claims if not c["holds"]]
 
@@ -48,7 +37,7 @@ def test_the_claims_page_lists_every_claim_with_its_outcome(book_build):
     page = html_lib.unescape((book_build.html / "book" / "claims.html").read_text())
     total = 0
     for chapter in chapters():
-        for number, c in enumerate(_claims(book_build, chapter), start=1):
+        for number, c in enumerate(book_build.claims(chapter), start=1):
             total += 1
             assert c["statement"] in page, c["statement"]
             anchor = f'id="claim-{chapter.stem.replace("_", "-")}-{number}"'

@@ -1,8 +1,6 @@
 """The seeds' claims ledger (book/data/seed_claims.yaml) and the page built from it."""
 
-import ast
 import html as html_lib
-import json
 import re
 import sys
 
@@ -45,11 +43,6 @@ def test_a_malformed_entry_is_refused_naming_it(tmp_path, broken, message):
         load_ledger(path)
 
 
-def _glued(book_build, page):
-    path = book_build.executed / "book" / page.replace(".md", ".glue.json")
-    return json.loads(path.read_text()) if path.exists() else {}
-
-
 @pytest.mark.slow
 def test_every_piece_of_evidence_exists_in_the_build_and_the_page_shows_every_entry(book_build):
     """Oracle: the build's own glue data, claim records and section ids."""
@@ -60,11 +53,10 @@ def test_every_piece_of_evidence_exists_in_the_build_and_the_page_shows_every_en
             (kind, target), = item.items()
             if kind == "glue":
                 chapter, key = target.split("::")
-                assert key in _glued(book_build, chapter), target
+                assert key in book_build.glued(chapter), target
             elif kind == "claim":
                 chapter, text = (s.strip() for s in target.split(":", 1))
-                statements = [json.loads(ast.literal_eval(v["data"]["text/plain"]))["statement"]
-                              for k, v in _glued(book_build, chapter).items() if k.startswith("claim-")]
+                statements = [c["statement"] for c in book_build.claims(chapter)]
                 assert sum(text in s for s in statements) == 1, target
             else:
                 assert kind == "section", item

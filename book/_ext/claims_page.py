@@ -40,11 +40,14 @@ def always_rewrite(app, env, added, changed, removed) -> list[str]:
     return sorted(getattr(env, "lrlib_claims_pages", set()))
 
 
-def _claims_of(output_folder: str, docname: str) -> list[dict]:
+def glue_data(output_folder: str, docname: str) -> dict:
+    """What MyST-NB glued on page ``docname``: key -> output (``{"data": {mime: value}}``)."""
     path = Path(output_folder).joinpath(*docname.split("/")).with_suffix(".glue.json")
-    if not path.is_file():
-        return []
-    glued = json.loads(path.read_text(encoding="utf-8"))
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+
+def _claims_of(output_folder: str, docname: str) -> list[dict]:
+    glued = glue_data(output_folder, docname)
     claims = []
     for key in sorted(k for k in glued if k.startswith(PREFIX)):
         text = glued[key]["data"]["text/plain"]  # the repr of the JSON string claim() glued

@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
-from claims_page import _claims_of, _count, _paragraph, claim_id  # noqa: I001 (a sibling extension)
+from claims_page import _claims_of, _count, _paragraph, claim_id, glue_data  # noqa: I001 (a sibling extension)
 from docutils import nodes
 from sphinx.util import logging
 from sphinx.util.docutils import SphinxDirective
@@ -90,10 +90,7 @@ def _evidence(app, fromdoc: str, item: dict, folder: str) -> nodes.Node:
     if kind == "glue":
         page, key = target.split("::", 1)
         docname = "book/" + page.removesuffix(".md")
-        import json
-
-        path = Path(folder).joinpath(*docname.split("/")).with_suffix(".glue.json")
-        glued = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+        glued = glue_data(folder, docname)
         if key not in glued:
             LOGGER.warning(f"seed ledger: no glued {key!r} in {page}", location=fromdoc)
             return nodes.Text(f"[missing {target}]")
