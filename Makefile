@@ -21,6 +21,10 @@ $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@echo "Installing lrlib and its extras into $(VENV) (pinned by constraints.txt)..."
 	$(PY) -m pip install -q -c constraints.txt -e '.[all]' 2>&1 | { $(QUIET_PIP); }
+	@# mup, the tests' muP oracle, declares torchvision and seaborn, which it never imports for
+	@# what we use; PyPI's torchvision does not load beside this torch. Its own code needs only
+	@# torch and pyyaml, installed above.
+	$(PY) -m pip install -q --no-deps -c constraints.txt mup 2>&1 | { $(QUIET_PIP); }
 	@touch $(STAMP)
 
 venv: $(STAMP)  ## create .venv and install lrlib with every extra

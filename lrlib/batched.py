@@ -31,6 +31,7 @@ from lrlib._checks import check_int, check_nonnegative, check_real
 from lrlib.data import Split, minibatches
 from lrlib.models import MLP
 from lrlib.training import TrainingRun, evaluate
+from lrlib.width import mup_lr_scales, mup_mlp
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 
@@ -353,7 +354,7 @@ class BatchedRun:
 
 def train_batched(data: Split, lrs: Sequence[float], seeds: Sequence[int], *, steps: int = 100,
                   batch_size: int = 64, hidden: Sequence[int] = (128,), optimizer: str = "adam",
-                  momentum: float = 0.9) -> BatchedRun:
+                  momentum: float = 0.9, parametrization: str = "sp", base_width: int = 32) -> BatchedRun:
     """Train one digits MLP per ``(lr, seed)`` pair, all at once, at constant rates.
 
     Copy ``k`` starts from ``torch.manual_seed(seed_k)`` then ``MLP(64, hidden, 10)`` and
@@ -365,25 +366,43 @@ def train_batched(data: Split, lrs: Sequence[float], seeds: Sequence[int], *, st
         lrs, seeds: one rate and one seed per copy (same length).
         steps, batch_size, hidden: the training run.
         optimizer: ``"adam"`` (betas 0.9, 0.999), ``"radam"`` or ``"sgd"`` (with ``momentum``).
+        parametrization: ``"sp"`` (PyTorch's defaults, one rate for every weight) or ``"mup"``
+            (:func:`lrlib.width.mup_mlp` with its per-layer rates, ``base_width`` the width
+            where both are the same model; the hidden layers must share one width).
     """
     if len(lrs) != len(seeds):
         raise ValueError(f"lrs and seeds must have the same length, got {len(lrs)} and {len(seeds)}")
     steps = check_int("steps", steps, minimum=1)
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"optimizer must be one of {sorted(OPTIMIZERS)}, got {optimizer!r}")
+    if parametrization not in ("sp", "mup"):
+        raise ValueError(f"parametrization must be 'sp' or 'mup', got {parametrization!r}")
+    if parametrization == "mup" and len(set(hidden)) != 1:
+        raise ValueError(f"hidden must be one width repeated for 'mup', got {tuple(hidden)}")
     device = data.x_train.device
     members = []
     for seed in seeds:
         torch.manual_seed(int(seed))
-        members.append(MLP(64, tuple(hidden), 10))
+        members.append(_digits_mlp(hidden, parametrization, base_width))
+    scales = None
+    if parametrization == "mup":
+        base = _digits_mlp((base_width,) * len(hidden), "mup", base_width)
+        by_name = mup_lr_scales(members[0], base, "sgd" if optimizer == "sgd" else "adam")
+        scales = [by_name[n] for n, _ in members[0].named_parameters()]
     model = BatchedModel(members).to(device)
-    opt = make_optimizer(optimizer, model, lrs, momentum=momentum)
+    opt = make_optimizer(optimizer, model, lrs, momentum=momentum, scales=scales)
     streams = [minibatches(data.x_train, data.y_train, batch_size, steps=steps, seed=int(s)) for s in seeds]
     rates = np.repeat(np.asarray(lrs, dtype=float)[:, None], steps, axis=1)
     runs = train_copies(model, opt, streams, rates)
     val, test = evaluate(model, data.x_val, data.y_val), evaluate(model, data.x_test, data.y_test)
     return BatchedRun(np.asarray(lrs, float), np.asarray(seeds), np.stack([r.losses for r in runs]),
                       val.loss, val.accuracy, test.loss, test.accuracy)
+
+
+def _digits_mlp(hidden: Sequence[int], parametrization: str, base_width: int) -> nn.Module:
+    if parametrization == "sp":
+        return MLP(64, tuple(hidden), 10)
+    return mup_mlp(hidden[0], base_width=base_width, depth=len(hidden))
 
 
 def make_optimizer(name: str, model: BatchedModel, lrs: Sequence[float] | np.ndarray, *,

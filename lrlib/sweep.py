@@ -377,5 +377,46 @@ def summarize(frame: pd.DataFrame, metric: str, by: str | Iterable[str] = "lr") 
     return frame.groupby(by)[metric].agg(["mean", "std", "min", "max", "count"])
 
 
+def vertex_lr(lrs: Sequence[float], losses: Sequence[float]) -> float:
+    """The best rate between the grid points: the vertex of a parabola in ``log(lr)``.
+
+    A grid of rates a factor ``r`` apart locates the best one only to within ``r``. Through the
+    grid's lowest loss and its two neighbours, fit ``loss = a u**2 + b u + c`` with
+    ``u = log(lr)``; the vertex ``u* = -b / (2a)`` is the estimate (clipped to the three points).
+    At either end of the grid, or where the three points are not convex, the grid's best rate is
+    returned as it is: the optimum is not bracketed. A non-finite loss (a diverged run) counts as
+    the worst.
+
+    Args:
+        lrs: increasing rates (> 0), at least 3.
+        losses: the loss at each rate (e.g. the median over seeds of the validation loss).
+
+    Example:
+        >>> lrs = [1e-3, 1e-2, 1e-1, 1.0]
+        >>> round(vertex_lr(lrs, [(math.log10(x) + 1.5) ** 2 for x in lrs]), 5)  # vertex 10**-1.5
+        0.03162
+    """
+    lrs = [check_real("lrs", x) for x in lrs]
+    if len(lrs) < 3 or len(lrs) != len(losses):
+        raise ValueError("lrs and losses must have the same length, at least 3; "
+                         f"got {len(lrs)} and {len(losses)}")
+    if min(lrs) <= 0 or any(b <= a for a, b in zip(lrs, lrs[1:])):
+        raise ValueError(f"lrs must be positive and increasing, got {lrs}")
+    y = [float(v) if math.isfinite(float(v)) else math.inf for v in losses]
+    i = min(range(len(y)), key=y.__getitem__)
+    if i in (0, len(y) - 1) or not math.isfinite(y[i - 1] + y[i + 1]):
+        return lrs[i]
+    u = [math.log(x) for x in lrs[i - 1:i + 2]]
+    (u0, u1, u2), (y0, y1, y2) = u, y[i - 1:i + 2]
+    # divided differences: the parabola's curvature a and its slope at u1
+    d01, d12 = (y1 - y0) / (u1 - u0), (y2 - y1) / (u2 - u1)
+    a = (d12 - d01) / (u2 - u0)
+    if a <= 0:
+        return lrs[i]
+    slope_u1 = d01 + a * (u1 - u0)
+    vertex = u1 - slope_u1 / (2 * a)
+    return math.exp(min(max(vertex, u0), u2))
+
+
 __all__ = ["SweepLog", "LogParseError", "parse_log", "accuracy_interval", "Comparison", "compare_accuracies",
-           "Pick", "pick_lr", "run_sweep", "trial_key", "summarize"]
+           "Pick", "pick_lr", "run_sweep", "trial_key", "summarize", "vertex_lr"]

@@ -71,6 +71,14 @@ def test_makefile_targets_and_flags():
     assert "-e '.[all]'" in text
 
 
+def test_the_test_oracles_are_installed():
+    """The muP tests skip without ``mup``; here the venv that `make venv` built must have it."""
+    import importlib.util
+
+    assert importlib.util.find_spec("mup") is not None, "run `make venv`: it installs mup (--no-deps)"
+    assert re.search(r"^mup==", (ROOT / "constraints.txt").read_text(), re.M)
+
+
 def test_ci_runs_make_test():
     run = (ROOT / ".ci" / "run").read_text()
     assert re.search(r"^make test$", run, re.M)

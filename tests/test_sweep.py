@@ -25,6 +25,7 @@ from lrlib.sweep import (
     pick_lr,
     run_sweep,
     summarize,
+    vertex_lr,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -285,3 +286,27 @@ def test_run_sweep_rejects_bad_input():
         run_sweep(quadratic_trial, [0.0])
     with pytest.raises(TypeError, match="train_fn must return a dict"):
         run_sweep(lambda config: 1.0, [1e-3])
+
+
+def test_vertex_lr_finds_a_parabolas_vertex_between_grid_points():
+    rng = np.random.default_rng(0)
+    lrs = np.logspace(-4, 0, 9)  # a factor sqrt(10) apart
+    for _ in range(20):
+        centre = rng.uniform(-3.4, -0.6)  # inside the grid, away from its ends
+        losses = 0.3 + 2.0 * (np.log10(lrs) - centre) ** 2
+        assert math.log10(vertex_lr(lrs, losses)) == pytest.approx(centre, abs=1e-9)
+    # any curve: the vertex of numpy's parabola through the three lowest-centred points
+    losses = np.array([2.0, 1.1, 0.5, 0.31, 0.29, 0.8, np.nan, np.nan, np.nan])
+    a, b, _ = np.polyfit(np.log(lrs[3:6]), losses[3:6], 2)
+    assert vertex_lr(lrs, losses) == pytest.approx(math.exp(-b / (2 * a)), rel=1e-9)
+
+
+def test_vertex_lr_at_the_grid_ends_and_bad_input():
+    lrs = [1e-3, 1e-2, 1e-1]
+    assert vertex_lr(lrs, [0.1, 0.2, 0.3]) == 1e-3  # not bracketed: the grid's best
+    assert vertex_lr(lrs, [0.3, 0.2, float("nan")]) == 1e-2  # a diverged neighbour: no parabola
+    assert vertex_lr(lrs, [0.3, 0.2, 0.1]) == 1e-1
+    with pytest.raises(ValueError, match="lrs"):
+        vertex_lr([1e-3, 1e-2], [0.1, 0.2])
+    with pytest.raises(ValueError, match="increasing"):
+        vertex_lr([1e-2, 1e-3, 1e-1], [0.3, 0.2, 0.1])
