@@ -140,10 +140,56 @@ class Quadratic(_Surface):
         """:math:`2/(L + \\mu)`, the fixed rate with the smallest contraction factor."""
         return 2.0 / (self.L + self.mu)
 
-    def contraction(self, lr: float) -> float:
-        """:math:`\\max_i |1 - \\eta \\lambda_i|`: the error shrinks at least this much per step."""
+    def contraction(self, lr: float, momentum: float = 0.0) -> float:
+        """The factor by which the error shrinks per step, asymptotically.
+
+        Without momentum it is :math:`\\max_i |1 - \\eta \\lambda_i|`, and the error shrinks at
+        least this much every step. With momentum :math:`\\beta` (the heavy ball, as
+        ``torch.optim.SGD`` runs it: :math:`b_t = \\beta b_{t-1} + g_t`,
+        :math:`x_{t+1} = x_t - \\eta b_t`), each eigen-direction follows a two-term recursion
+        :math:`e_{t+1} = (1 + \\beta - \\eta\\lambda) e_t - \\beta e_{t-1}`, whose roots solve
+        :math:`r^2 - (1 + \\beta - \\eta\\lambda) r + \\beta = 0`; the factor is the largest
+        :math:`|r|` over the eigenvalues (the rate the error shrinks at in the long run, after a
+        possible transient).
+
+        Example:
+            >>> q = Quadratic([1.0, 100.0])
+            >>> round(q.contraction(q.best_lr), 4), round(q.contraction(*q.best_momentum), 4)
+            (0.9802, 0.8182)
+        """
         lr = check_positive("lr", lr)
-        return float(np.max(np.abs(1.0 - lr * self.eigenvalues)))
+        if not 0 <= momentum < 1:
+            raise ValueError(f"momentum must be in [0, 1), got {momentum}")
+        if momentum == 0:
+            return float(np.max(np.abs(1.0 - lr * self.eigenvalues)))
+        trace = 1.0 + momentum - lr * self.eigenvalues.astype(complex)
+        disc = np.sqrt(trace ** 2 - 4 * momentum)
+        roots = np.concatenate([(trace + disc) / 2, (trace - disc) / 2])
+        return float(np.max(np.abs(roots)))
+
+    def momentum_stable_lr(self, momentum: float) -> float:
+        """:math:`2(1 + \\beta)/L`: the heavy ball converges for every :math:`\\eta` below it.
+
+        Both roots of :math:`r^2 - (1 + \\beta - \\eta\\lambda) r + \\beta` lie inside the unit
+        circle exactly when :math:`0 < \\eta\\lambda < 2(1 + \\beta)` (for :math:`0 \\le \\beta < 1`),
+        so momentum 0.9 stretches the stable range 1.9 times beyond gradient descent's.
+        """
+        if not 0 <= momentum < 1:
+            raise ValueError(f"momentum must be in [0, 1), got {momentum}")
+        return 2.0 * (1.0 + momentum) / self.L
+
+    @property
+    def best_momentum(self) -> tuple[float, float]:
+        """Polyak's optimal heavy ball: :math:`\\eta^* = 4/(\\sqrt{L} + \\sqrt{\\mu})^2`,
+        :math:`\\beta^* = \\big((\\sqrt\\kappa - 1)/(\\sqrt\\kappa + 1)\\big)^2`.
+
+        Its contraction is :math:`(\\sqrt\\kappa - 1)/(\\sqrt\\kappa + 1)` against gradient
+        descent's best :math:`(\\kappa - 1)/(\\kappa + 1)`: steps grow like :math:`\\sqrt\\kappa`,
+        not :math:`\\kappa`.
+        """
+        root_l, root_mu = math.sqrt(self.L), math.sqrt(self.mu)
+        beta = ((root_l - root_mu) / (root_l + root_mu)) ** 2
+        return 4.0 / (root_l + root_mu) ** 2, beta
 
     def predicted_steps(self, lr: float, x0: Sequence[float], tol: float) -> float:
         """Steps that guarantee :math:`\\|x_t - c\\| \\le` ``tol``, from the contraction factor.

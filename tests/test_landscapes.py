@@ -239,3 +239,60 @@ def test_optimize_with_sgd_is_gradient_descent():
         np.testing.assert_allclose(ours.losses, ref.losses, rtol=1e-12, atol=1e-12)
     blown = optimize(Quadratic([1.0]), lambda p: torch.optim.SGD(p, lr=5.0), [1.0], steps=3000)
     assert blown.diverged and np.isnan(blown.points[-1]).all()
+
+
+def _measured_rate(problem, lr, momentum, steps=400):
+    """The per-step shrink factor of torch's heavy ball, from the distance over the last half of a run."""
+    from lrlib.landscapes import optimize
+
+    run = optimize(problem, lambda p: torch.optim.SGD(p, lr=lr, momentum=momentum), [1.0, 1.0], steps)
+    dist = np.linalg.norm(run.points - problem.center, axis=1)
+    half = steps // 2
+    return (dist[-1] / dist[half]) ** (1 / (steps - half)), run
+
+
+@pytest.mark.parametrize("momentum", [0.0, 0.5, 0.9])
+@pytest.mark.parametrize("fraction", [0.3, 0.7, 0.97])
+def test_momentum_contraction_is_the_rate_torch_sgd_converges_at(momentum, fraction):
+    q = Quadratic([1.0, 10.0])
+    lr = fraction * q.momentum_stable_lr(momentum)
+    rho = q.contraction(lr, momentum)
+    steps = int(np.clip(300 / -math.log(rho), 100, 4000))  # ~e^-300 at the end: far from underflow
+    measured, _ = _measured_rate(q, lr, momentum, steps=steps)
+    # the distance oscillates with complex roots: compare over many steps, to a few percent
+    assert measured == pytest.approx(rho, rel=0.03)
+
+
+@pytest.mark.parametrize("momentum", [0.0, 0.5, 0.9, 0.99])
+def test_momentum_stability_limit_separates_converging_from_diverging_runs(momentum):
+    q = Quadratic([1.0, 10.0])
+    limit = q.momentum_stable_lr(momentum)
+    assert limit == pytest.approx(2 * (1 + momentum) / 10)
+    from lrlib.landscapes import optimize
+
+    below = optimize(q, lambda p: torch.optim.SGD(p, lr=0.98 * limit, momentum=momentum), [1.0, 1.0], 3000)
+    above = optimize(q, lambda p: torch.optim.SGD(p, lr=1.02 * limit, momentum=momentum), [1.0, 1.0], 3000)
+    assert not below.diverged and np.linalg.norm(below.points[-1]) < np.linalg.norm([1.0, 1.0])
+    assert above.diverged or np.linalg.norm(above.points[-1]) > 1e3
+    assert q.contraction(0.999 * limit, momentum) < 1 < q.contraction(1.001 * limit, momentum)
+
+
+@pytest.mark.parametrize("kappa", [4.0, 10.0, 100.0])
+def test_polyaks_momentum_is_optimal_on_a_grid_and_contracts_like_sqrt_kappa(kappa):
+    q = Quadratic([1.0, kappa])
+    lr, beta = q.best_momentum
+    rho = q.contraction(lr, beta)
+    assert rho == pytest.approx((math.sqrt(kappa) - 1) / (math.sqrt(kappa) + 1), rel=1e-6)
+    # no (lr, beta) on a fine grid does better (a brute-force oracle)
+    grid = [q.contraction(a * 2 * (1 + b) / q.L, b) for a in np.linspace(0.01, 0.99, 99)
+            for b in np.linspace(0.0, 0.99, 100)]
+    assert min(grid) >= rho - 1e-3
+    assert rho < q.contraction(q.best_lr)  # beats gradient descent's best fixed rate
+
+
+def test_momentum_arguments_are_checked():
+    q = Quadratic([1.0, 10.0])
+    with pytest.raises(ValueError, match="momentum"):
+        q.contraction(0.1, momentum=1.0)
+    with pytest.raises(ValueError, match="momentum"):
+        q.momentum_stable_lr(-0.1)
