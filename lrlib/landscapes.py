@@ -23,14 +23,14 @@ from __future__ import annotations
 
 import enum
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
 import torch
 
-from lrlib._checks import check_int, check_positive
+from lrlib._checks import check_int, check_nonnegative, check_positive
 
 Array = np.ndarray | torch.Tensor
 
@@ -390,6 +390,52 @@ def gradient_descent(problem: Problem, x0: Sequence[float] | np.ndarray, lr: flo
             if t < steps:
                 x = x - lr * np.asarray(problem.grad(x), dtype=float)
     return Trajectory(points, losses, lr, diverged_at)
+
+
+def noisy_descent(problem: Quadratic, x0: Sequence[float] | np.ndarray,
+                  schedule: Callable[[np.ndarray], np.ndarray], steps: int, noise: float,
+                  seeds: int = 100, seed: int = 0) -> np.ndarray:
+    """Gradient descent with noisy gradients on a quadratic, many runs at once: stochastic approximation.
+
+    Each run takes :math:`x_{t+1} = x_t - \\eta_t\\,(A(x_t - c) + \\sigma \\xi_t)` with
+    :math:`\\xi_t` standard normal: the gradient an unbiased minibatch would give, with noise
+    of a fixed size :math:`\\sigma`. In one dimension the mean squared error follows
+    :math:`E[e_{t+1}^2] = (1 - \\eta_t\\lambda)^2 E[e_t^2] + \\eta_t^2 \\sigma^2`, so a constant rate
+    settles at :math:`E[e^2] = \\eta\\sigma^2 / (\\lambda(2 - \\eta\\lambda))`, and only a rate that
+    falls to zero (but not too fast) drives the error to zero: Robbins and Monro's conditions.
+
+    Args:
+        problem: a :class:`Quadratic`.
+        x0: the common start.
+        schedule: the rate at each step, vectorised (a :class:`lrlib.schedules.Schedule`).
+        steps: number of updates (>= 1).
+        noise: :math:`\\sigma \\ge 0`.
+        seeds: number of independent runs (>= 1); ``seed`` seeds their noise.
+
+    Returns:
+        The losses, shape ``(seeds, steps + 1)`` (row ``k``: run ``k``; column 0: the start).
+
+    Example:
+        >>> from lrlib.schedules import constant
+        >>> losses = noisy_descent(Quadratic([1.0]), [1.0], constant(0.5), steps=2, noise=0.0, seeds=3)
+        >>> losses[0].tolist()
+        [0.5, 0.125, 0.03125]
+    """
+    steps = check_int("steps", steps, minimum=1)
+    seeds = check_int("seeds", seeds, minimum=1)
+    noise = check_nonnegative("noise", noise)
+    x = np.tile(np.asarray(x0, dtype=float).reshape(1, -1), (seeds, 1))
+    if x.shape[1] != problem.dim:
+        raise ValueError(f"x0 must have {problem.dim} coordinates, got {x.shape[1]}")
+    rates = np.asarray(schedule(np.arange(steps)), dtype=float)
+    rng = np.random.default_rng(seed)
+    losses = np.empty((seeds, steps + 1))
+    losses[:, 0] = problem.value(x)
+    for t in range(steps):
+        grad = (x - problem.center) @ problem.A + noise * rng.standard_normal(x.shape)
+        x = x - rates[t] * grad
+        losses[:, t + 1] = problem.value(x)
+    return losses
 
 
 def optimize(problem: Problem, make_optimizer, x0: Sequence[float] | np.ndarray, steps: int) -> Trajectory:

@@ -233,6 +233,29 @@ def exponential(lr: float, gamma: float) -> Schedule:
     return Schedule("exponential", lambda t: lr * gamma ** t.astype(float), {"lr": lr, "gamma": gamma}, lr)
 
 
+def inverse_time(lr: float, decay_steps: int, power: float = 1.0) -> Schedule:
+    """:math:`\\eta_t = \\eta\\, (1 + t / T_d)^{-p}`: the classical stochastic-approximation decay.
+
+    With ``power`` :math:`p = 1` it is Robbins and Monro's :math:`\\eta_t \\propto 1/t`
+    (Keras ``InverseTimeDecay`` with ``decay_rate=1``): :math:`\\sum_t \\eta_t = \\infty` and
+    :math:`\\sum_t \\eta_t^2 < \\infty`. With :math:`1/2 < p \\le 1` both conditions hold; with
+    :math:`p \\le 1/2` the squares no longer sum. torch: ``LambdaLR`` with this factor.
+
+    Args:
+        lr: the rate at step 0.
+        decay_steps: :math:`T_d`, the step at which the rate has fallen by :math:`2^p`.
+        power: :math:`p > 0`.
+
+    >>> s = inverse_time(0.1, decay_steps=10)
+    >>> s(0), s(10), round(s(90), 6)
+    (0.1, 0.05, 0.01)
+    """
+    lr, t_d = _lr("lr", lr), _steps("decay_steps", decay_steps)
+    power = check_positive("power", power)
+    return Schedule("inverse_time", lambda t: lr * (1.0 + t / t_d) ** -power,
+                    {"lr": lr, "decay_steps": t_d, "power": power}, lr)
+
+
 def cosine(lr: float, total_steps: int, min_lr: float = 0.0) -> Schedule:
     """Half a cosine from :math:`\\eta` down to :math:`\\eta_{min}` over :math:`T` steps, then flat.
 
@@ -590,6 +613,6 @@ def sequential(schedules: Sequence[Schedule], milestones: Sequence[int]) -> Sche
                     last_step=None if last is None else last + marks[-1])
 
 
-__all__ = ["Schedule", "ScheduleLR", "constant", "step_decay", "multistep", "exponential", "cosine",
-           "polynomial", "cyclic", "one_cycle", "sgdr", "warmup_linear", "warmup_cosine", "inverse_sqrt",
-           "wsd", "warmup", "sequential"]
+__all__ = ["Schedule", "ScheduleLR", "constant", "step_decay", "multistep", "exponential", "inverse_time",
+           "cosine", "polynomial", "cyclic", "one_cycle", "sgdr", "warmup_linear", "warmup_cosine",
+           "inverse_sqrt", "wsd", "warmup", "sequential"]

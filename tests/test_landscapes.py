@@ -296,3 +296,45 @@ def test_momentum_arguments_are_checked():
         q.contraction(0.1, momentum=1.0)
     with pytest.raises(ValueError, match="momentum"):
         q.momentum_stable_lr(-0.1)
+
+
+def test_noisy_descent_without_noise_is_gradient_descent():
+    from lrlib.landscapes import noisy_descent
+    from lrlib.schedules import constant
+
+    q = Quadratic([1.0, 10.0])
+    losses = noisy_descent(q, [-4.5, 1.5], constant(0.15), steps=40, noise=0.0, seeds=3)
+    ref = gradient_descent(q, [-4.5, 1.5], 0.15, steps=40)
+    for row in losses:
+        np.testing.assert_allclose(row, ref.losses, rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("schedule", ["constant", "inverse_time", "exponential"])
+def test_noisy_descent_mean_error_follows_the_exact_recursion(schedule):
+    """E[e_{t+1}^2] = (1 - eta_t lam)^2 E[e_t^2] + eta_t^2 sigma^2 in one dimension (a closed-form oracle)."""
+    from lrlib import schedules as S
+    from lrlib.landscapes import noisy_descent
+
+    lam, sigma, steps = 2.0, 0.7, 300
+    sched = {"constant": S.constant(0.2), "inverse_time": S.inverse_time(0.2, 10),
+             "exponential": S.exponential(0.2, 0.98)}[schedule]
+    losses = noisy_descent(Quadratic([lam], center=[1.0]), [3.0], sched, steps, noise=sigma, seeds=20_000)
+    expected = [4.0]
+    for eta in sched(np.arange(steps)):
+        expected.append((1 - eta * lam) ** 2 * expected[-1] + eta**2 * sigma**2)
+    mean_sq = 2 * losses.mean(0) / lam  # loss = lam e^2 / 2
+    np.testing.assert_allclose(mean_sq[::25], np.array(expected)[::25], rtol=0.05)
+    if schedule == "constant":  # the floor: eta sigma^2 / (lam (2 - eta lam))
+        assert mean_sq[-50:].mean() == pytest.approx(0.2 * sigma**2 / (lam * (2 - 0.2 * lam)), rel=0.05)
+
+
+def test_noisy_descent_checks_its_arguments():
+    from lrlib.landscapes import noisy_descent
+    from lrlib.schedules import constant
+
+    with pytest.raises(ValueError, match="noise"):
+        noisy_descent(Quadratic([1.0]), [1.0], constant(0.1), 5, noise=-1.0)
+    with pytest.raises(ValueError, match="x0"):
+        noisy_descent(Quadratic([1.0]), [1.0, 2.0], constant(0.1), 5, noise=1.0)
+    with pytest.raises(ValueError, match="seeds"):
+        noisy_descent(Quadratic([1.0]), [1.0], constant(0.1), 5, noise=1.0, seeds=0)

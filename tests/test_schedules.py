@@ -58,6 +58,26 @@ def test_exponential_is_exponentiallr(lr, gamma):
 
 
 @HYP
+@given(lrs, st.integers(1, 100), st.floats(0.1, 2.0))
+def test_inverse_time_is_lambdalr_with_keras_inverse_time_decay(lr, decay_steps, power):
+    # Keras' InverseTimeDecay (decay_rate 1, not staircase): lr / (1 + t / decay_steps), to the power p
+    check(S.inverse_time(lr, decay_steps, power),
+          lambda o: tls.LambdaLR(o, lambda t: 1.0 / (1.0 + 1.0 * t / decay_steps) ** power), lr, 300)
+
+
+def test_inverse_time_meets_robbins_monro_only_for_powers_above_one_half():
+    """Over each doubling of t, sum eta_t^q grows by 2^(1 - q p) times the previous doubling's share:
+    the series converges iff that ratio is < 1 (q p > 1). Closed form vs the schedule's own sums."""
+    t = np.arange(1_000_000)
+    for power in (1.0, 0.75, 0.5, 0.25):
+        rates = S.inverse_time(0.1, 10, power)(t)
+        for q in (1, 2):
+            shares = [(rates[n:2 * n] ** q).sum() for n in (125_000, 250_000)]
+            assert shares[1] / shares[0] == pytest.approx(2 ** (1 - q * power), rel=0.01), (power, q)
+    # so: the rates never sum (ratio >= 1 for p <= 1) and their squares do only for p > 1/2
+
+
+@HYP
 @given(lrs, st.integers(1, 200), st.floats(0.0, 1.0))
 def test_cosine_is_cosineannealinglr_up_to_total_steps(lr, T, min_frac):
     min_lr = lr * min_frac
@@ -175,7 +195,7 @@ EVERY_FACTORY = [
     S.constant(0.1), S.step_decay(0.1, 7), S.multistep(0.1, [5, 20]), S.exponential(0.1, 0.97),
     S.cosine(0.1, 80, 1e-3), S.polynomial(0.1, 80, 2.0), S.cyclic(0.01, 0.1, 9), S.one_cycle(0.1, 100),
     S.sgdr(0.1, 10, 2), S.warmup_linear(0.1, 10, 100), S.warmup_cosine(0.1, 10, 100, 1e-3),
-    S.inverse_sqrt(64, 10), S.wsd(0.1, 10, 40, 30, 1e-3, "1-sqrt"),
+    S.inverse_sqrt(64, 10), S.wsd(0.1, 10, 40, 30, 1e-3, "1-sqrt"), S.inverse_time(0.1, 20, 0.5),
     S.warmup(S.cosine(0.1, 90), 10), S.sequential([S.constant(0.1), S.exponential(0.1, 0.9)], [50]),
 ]
 FACTORIES = {name for name in S.__all__ if name not in ("Schedule", "ScheduleLR")}
@@ -285,6 +305,8 @@ def test_plot_labels_its_axes():
     (lambda: S.cosine(0.1, 10, min_lr=0.2), r"min_lr must be in \[0, lr=0.1\]"),
     (lambda: S.one_cycle(0.1, 3, pct_start=0.1), "leaves a phase with no steps"),
     (lambda: S.cyclic(1.0, 0.1, 5), "max_lr must be >= base_lr"),
+    (lambda: S.inverse_time(0.1, 0), "decay_steps must be >= 1"),
+    (lambda: S.inverse_time(0.1, 10, power=0.0), "power must be > 0"),
 ])
 def test_bad_arguments_name_the_argument(make, match):
     with pytest.raises(ValueError, match=match):
