@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from lrlib._checks import check_int
+from lrlib._checks import check_int, check_positive
 from lrlib.landscapes import sharpness as _sharpness
 from lrlib.update import global_norm
 
@@ -75,7 +75,8 @@ class TrainingRun:
     step whose loss was not finite. ``sharpness`` holds ``(step, top Hessian eigenvalue)``
     pairs when it was measured. With ``track_norms=N`` (chapter 5), ``grad_norms[t]``
     is :math:`\\|g_t\\|` and ``update_norms[t]`` is :math:`\\|\\theta_{t+1}-\\theta_t\\| / \\|\\theta_t\\|`
-    for the first N steps; ``lrs[t]`` is the first param group's rate used at step ``t``.
+    for the first N steps; ``lrs[t]`` is the first param group's rate used at step ``t``;
+    ``skipped`` lists the steps that ``skip_spikes`` skipped.
     """
 
     losses: np.ndarray
@@ -84,6 +85,7 @@ class TrainingRun:
     grad_norms: np.ndarray | None = None
     update_norms: np.ndarray | None = None
     lrs: np.ndarray | None = None
+    skipped: list[int] = field(default_factory=list)
 
     @property
     def diverged(self) -> bool:
@@ -122,6 +124,8 @@ def train(
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
     track_norms: int = 0,
     on_step: OnStep | None = None,
+    clip_norm: float | None = None,
+    skip_spikes: float | None = None,
 ) -> TrainingRun:
     """Train ``model`` in place, one optimizer step per batch, and record the losses.
 
@@ -139,12 +143,25 @@ def train(
             first this many steps (0: none; each costs a copy of the weights).
         on_step: called as ``on_step(t, loss)`` after update ``t`` (and the scheduler's
             step); a True return stops training there (early stopping, a time budget).
+        clip_norm: clip the gradient to this global norm before each step
+            (``torch.nn.utils.clip_grad_norm_``): :math:`g \\leftarrow g \\min(1, c/\\|g\\|)`.
+            ``grad_norms`` records the norm *before* clipping. None: no clipping.
+        skip_spikes: skip the update (the optimizer and its state untouched; the
+            scheduler still steps) when the gradient norm exceeds this many times the
+            median of the previous 20 steps' norms. None: never skip. The skipped steps
+            are in ``TrainingRun.skipped``.
 
     Returns:
         A :class:`TrainingRun`. Training stops at the first non-finite loss.
     """
     sharpness_every = check_int("sharpness_every", sharpness_every, minimum=0)
     track_norms = check_int("track_norms", track_norms, minimum=0)
+    if clip_norm is not None:
+        clip_norm = check_positive("clip_norm", clip_norm)
+    if skip_spikes is not None and not skip_spikes > 1:
+        raise ValueError(f"skip_spikes must be > 1 (a multiple of the recent median norm), got {skip_spikes}")
+    recent: list[float] = []  # the last 20 gradient norms, for skip_spikes
+    skipped: list[int] = []
     losses: list[float] = []
     lrs: list[float] = []
     grad_norms: list[float] = []
@@ -166,10 +183,22 @@ def train(
         lrs.append(optimizer.param_groups[0]["lr"])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        norm = None
+        if t < track_norms or clip_norm is not None or skip_spikes is not None:
+            norm = global_norm(p.grad for p in params if p.grad is not None)
         if t < track_norms:
             before = [p.detach().clone() for p in params]
-            grad_norms.append(global_norm(p.grad for p in params if p.grad is not None))
-        optimizer.step()
+            grad_norms.append(norm)
+        spike = (skip_spikes is not None and len(recent) == 20
+                 and norm > skip_spikes * float(np.median(recent)))
+        if skip_spikes is not None and not spike:
+            recent = (recent + [norm])[-20:]
+        if spike:
+            skipped.append(t)  # no update: Adam's moments never see this gradient
+        else:
+            if clip_norm is not None:
+                torch.nn.utils.clip_grad_norm_(params, clip_norm)
+            optimizer.step()
         if t < track_norms:
             step = global_norm(p.detach() - b for p, b in zip(params, before))
             update_norms.append(step / global_norm(before))
@@ -181,7 +210,7 @@ def train(
     return TrainingRun(_padded(losses, n_total), diverged_at, measured,
                        grad_norms=np.array(grad_norms) if track_norms else None,
                        update_norms=np.array(update_norms) if track_norms else None,
-                       lrs=_padded(lrs, n_total))
+                       lrs=_padded(lrs, n_total), skipped=skipped)
 
 
 def _padded(values: list[float], n: int) -> np.ndarray:

@@ -89,3 +89,51 @@ def test_tracked_norms_are_the_gradient_and_the_relative_step():
 def test_track_norms_rejects_negative():
     with pytest.raises(ValueError, match="track_norms must be >= 0"):
         train(*_setup(0.1, 2), torch.nn.functional.mse_loss, track_norms=-1)
+
+
+def _twin_nets(seed=0):
+    nets = []
+    for _ in range(2):
+        torch.manual_seed(seed)
+        nets.append(torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 1)))
+    return nets
+
+
+def test_clip_norm_is_torchs_clip_grad_norm_before_the_step():
+    ours, ref = _twin_nets()
+    gen = torch.Generator().manual_seed(1)
+    batches = [(torch.randn(16, 3, generator=gen) * 5, torch.randn(16, 1, generator=gen)) for _ in range(15)]
+    run = train(ours, torch.optim.Adam(ours.parameters(), lr=0.05), batches, torch.nn.functional.mse_loss,
+                clip_norm=0.3, track_norms=15)
+    opt = torch.optim.Adam(ref.parameters(), lr=0.05)
+    norms = []
+    for x, y in batches:
+        opt.zero_grad()
+        torch.nn.functional.mse_loss(ref(x), y).backward()
+        norms.append(float(torch.nn.utils.clip_grad_norm_(list(ref.parameters()), 0.3)))
+        opt.step()
+    for a, b in zip(ours.parameters(), ref.parameters()):
+        torch.testing.assert_close(a, b)
+    np.testing.assert_allclose(run.grad_norms, norms, rtol=1e-5)  # recorded before clipping
+    assert max(norms) > 0.3  # the test exercised clipping
+
+
+def test_skip_spikes_skips_a_corrupted_batch_as_if_it_were_not_there():
+    ours, ref = _twin_nets()
+    gen = torch.Generator().manual_seed(2)
+    batches = [(torch.randn(16, 3, generator=gen), torch.randn(16, 1, generator=gen)) for _ in range(40)]
+    bad = (batches[30][0], batches[30][1] * 1e4)  # a batch with wild targets: a huge gradient
+    run = train(ours, torch.optim.Adam(ours.parameters(), lr=0.01), batches[:30] + [bad] + batches[30:],
+                torch.nn.functional.mse_loss, skip_spikes=10.0)
+    assert run.skipped == [30]
+    train(ref, torch.optim.Adam(ref.parameters(), lr=0.01), batches, torch.nn.functional.mse_loss)
+    for a, b in zip(ours.parameters(), ref.parameters()):
+        torch.testing.assert_close(a, b)  # Adam's moments never saw the bad gradient
+
+
+def test_clip_and_skip_arguments_are_checked():
+    net, opt, batches = _setup(0.1, steps=2)
+    with pytest.raises(ValueError, match="clip_norm"):
+        train(net, opt, batches, torch.nn.functional.mse_loss, clip_norm=0.0)
+    with pytest.raises(ValueError, match="skip_spikes"):
+        train(net, opt, batches, torch.nn.functional.mse_loss, skip_spikes=0.5)
