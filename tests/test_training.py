@@ -137,3 +137,55 @@ def test_clip_and_skip_arguments_are_checked():
         train(net, opt, batches, torch.nn.functional.mse_loss, clip_norm=0.0)
     with pytest.raises(ValueError, match="skip_spikes"):
         train(net, opt, batches, torch.nn.functional.mse_loss, skip_spikes=0.5)
+
+
+def _per_example_grads(model, loss_fn, x, y):
+    rows = []
+    for xi, yi in zip(x, y):
+        model.zero_grad()
+        loss_fn(model(xi[None]), yi[None]).backward()
+        rows.append(torch.cat([p.grad.flatten() for p in model.parameters()]).double())
+    return torch.stack(rows)
+
+
+def test_noise_scale_equals_a_per_example_autograd_loop():
+    from lrlib.training import gradient_noise_scale
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(5, 7), torch.nn.Tanh(), torch.nn.Linear(7, 3))
+    x, y = torch.randn(40, 5), torch.randint(0, 3, (40,))
+    g = _per_example_grads(model, torch.nn.functional.cross_entropy, x, y)
+    mean = g.mean(0)
+    expected_trace = float(((g - mean) ** 2).sum() / 39)
+    scale = gradient_noise_scale(model, torch.nn.functional.cross_entropy, x, y)
+    assert scale.trace_cov == pytest.approx(expected_trace, rel=1e-6)
+    assert scale.grad_sq == pytest.approx(float(mean @ mean), rel=1e-6)
+    assert scale.b_simple == pytest.approx(expected_trace / float(mean @ mean), rel=1e-6)
+
+
+def test_noise_scale_predicts_the_minibatch_gradients_size():
+    """E||G_B||^2 = ||G||^2 + tr(Sigma_pop)/B for B examples drawn with replacement (Monte Carlo)."""
+    from lrlib.training import gradient_noise_scale
+
+    torch.manual_seed(1)
+    model = torch.nn.Linear(4, 1)
+    x = torch.randn(200, 4)
+    y = x @ torch.tensor([[1.0], [-2.0], [0.5], [0.0]]) + torch.randn(200, 1)
+    scale = gradient_noise_scale(model, torch.nn.functional.mse_loss, x, y)
+    g = _per_example_grads(model, torch.nn.functional.mse_loss, x, y)
+    trace_pop = scale.trace_cov * 199 / 200  # sampling with replacement: the population covariance
+    # B = 1 exactly: the mean of ||g_i||^2 over the examples
+    assert float((g ** 2).sum(1).mean()) == pytest.approx(scale.grad_sq + trace_pop, rel=1e-9)
+    gen = torch.Generator().manual_seed(0)
+    for batch in (8, 64):
+        idx = torch.randint(0, 200, (40_000, batch), generator=gen)
+        sq = (g[idx].mean(1) ** 2).sum(1).mean()
+        assert float(sq) == pytest.approx(scale.grad_sq + trace_pop / batch, rel=0.05)
+
+
+def test_noise_scale_checks_its_examples():
+    from lrlib.training import gradient_noise_scale
+
+    with pytest.raises(ValueError, match="examples"):
+        gradient_noise_scale(torch.nn.Linear(2, 1), torch.nn.functional.mse_loss,
+                             torch.randn(1, 2), torch.randn(1, 1))
