@@ -10,7 +10,8 @@ a rate tuned on a narrow model then transfers to a wide one.
 
 With the width multiplier ``m = fan_in / base_fan_in`` of a weight (``1`` for a dimension that does
 not grow with width, like the 64 pixels in or the 10 classes out), the rules implemented here are
-the ones of the ``mup`` package (Table 3 of the paper, readout as a ``1/m`` multiplier):
+the ones of the ``mup`` package: the parametrisation of the paper's Table 3, in the equivalent
+form the package implements, with a ``1/m`` multiplier on the readout:
 
 ============================  ===================  ==================  =====================
 weight                        initialisation       Adam rate           SGD rate
@@ -35,7 +36,7 @@ import math
 import torch
 from torch import nn
 
-from lrlib._checks import check_int, check_positive
+from lrlib._checks import check_int, check_nonnegative, check_positive
 from lrlib.models import MLP
 
 OPTIMIZER_KINDS = ("adam", "sgd")
@@ -128,12 +129,18 @@ def mup_lr_scales(model: nn.Module, base: nn.Module, optimizer: str = "adam") ->
     return scales
 
 
-def mup_param_groups(model: nn.Module, base: nn.Module, lr: float, optimizer: str = "adam") -> list[dict]:
+def mup_param_groups(model: nn.Module, base: nn.Module, lr: float, optimizer: str = "adam",
+                     weight_decay: float = 0.0) -> list[dict]:
     """Parameter groups for a ``torch.optim`` optimizer: one group per distinct muP rate.
+
+    Each group's weight decay is ``weight_decay`` divided by its rate's factor, as the ``mup``
+    package does, so that PyTorch's decoupled decay (``lr * weight_decay`` per step in AdamW)
+    is the same at every width.
 
     Args:
         model, base, optimizer: as :func:`mup_lr_scales`.
         lr: the base rate, the one tuned at the base width.
+        weight_decay: the base weight decay (>= 0).
 
     Example:
         >>> model = mup_mlp(128)
@@ -143,12 +150,14 @@ def mup_param_groups(model: nn.Module, base: nn.Module, lr: float, optimizer: st
         [0.0025, 0.01]
     """
     lr = check_positive("lr", lr)
+    weight_decay = check_nonnegative("weight_decay", weight_decay)
     scales = mup_lr_scales(model, base, optimizer)
     groups: dict[float, list[nn.Parameter]] = {}
     for name, p in model.named_parameters():
         if p.requires_grad:
             groups.setdefault(scales[name], []).append(p)
-    return [{"params": params, "lr": lr * s} for s, params in groups.items()]
+    return [{"params": params, "lr": lr * s, "weight_decay": weight_decay / s}
+            for s, params in groups.items()]
 
 
 def mup_mlp(width: int, *, base_width: int = 32, depth: int = 2, in_features: int = 64,

@@ -189,3 +189,43 @@ def test_noise_scale_checks_its_examples():
     with pytest.raises(ValueError, match="examples"):
         gradient_noise_scale(torch.nn.Linear(2, 1), torch.nn.functional.mse_loss,
                              torch.randn(1, 2), torch.randn(1, 1))
+
+
+def test_clipping_effect_is_c_over_the_norm_for_sgd_and_matches_a_same_state_step_for_adam():
+    import copy
+
+    from lrlib.training import clipping_effect
+
+    gen = torch.Generator().manual_seed(3)
+    batches = [(torch.randn(16, 3, generator=gen) * 4, torch.randn(16, 1, generator=gen)) for _ in range(12)]
+    sgd_net, ref = _twin_nets()
+    effect = clipping_effect(sgd_net, torch.optim.SGD(sgd_net.parameters(), lr=0.01), batches,
+                             torch.nn.functional.mse_loss, clip_norm=0.5, every=3)
+    ref_run = train(ref, torch.optim.SGD(ref.parameters(), lr=0.01), batches, torch.nn.functional.mse_loss,
+                    clip_norm=0.5, track_norms=12)
+    np.testing.assert_allclose(effect.ratios, np.minimum(1, 0.5 / ref_run.grad_norms[::3]), rtol=1e-4)
+    np.testing.assert_allclose(effect.grad_norms, ref_run.grad_norms[::3], rtol=1e-5)
+    assert effect.steps.tolist() == [0, 3, 6, 9] and effect.clipped.any()
+    for a, b in zip(sgd_net.parameters(), ref.parameters()):  # it trained the clipped run
+        torch.testing.assert_close(a, b)
+
+    adam_net, _ = _twin_nets()
+    opt = torch.optim.Adam(adam_net.parameters(), lr=0.05)
+    state = copy.deepcopy((adam_net, opt))
+    effect = clipping_effect(adam_net, opt, batches[:1], torch.nn.functional.mse_loss, clip_norm=0.5)
+    twin, twin_opt = state  # by hand: the first step with and without clipping
+    twin_opt.zero_grad()
+    torch.nn.functional.mse_loss(twin(batches[0][0]), batches[0][1]).backward()
+    raw, clipped = copy.deepcopy((twin, twin_opt)), copy.deepcopy((twin, twin_opt))
+    for net, _ in (raw, clipped):
+        for p, q in zip(twin.parameters(), net.parameters()):
+            q.grad = p.grad.clone()
+    start = torch.cat([p.detach().flatten() for p in twin.parameters()])
+    torch.nn.utils.clip_grad_norm_(list(clipped[0].parameters()), 0.5)
+    sizes = []
+    for net, o in (raw, clipped):
+        o.step()
+        sizes.append(float((torch.cat([p.detach().flatten() for p in net.parameters()]) - start).norm()))
+    assert effect.ratios[0] == pytest.approx(sizes[1] / sizes[0], rel=1e-5)
+    with pytest.raises(ValueError, match="clip_norm"):
+        clipping_effect(adam_net, opt, batches, torch.nn.functional.mse_loss, clip_norm=-1.0)

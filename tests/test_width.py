@@ -62,6 +62,13 @@ def test_per_parameter_rates_equal_the_mup_package(depth, width, kind):
         assert lr * scales[name] == pytest.approx(want, rel=1e-12), name
     torch_opt = torch.optim.Adam(mup_param_groups(ours, mup_mlp(32, depth=depth), lr, kind))
     assert _lr_by_name(ours, torch_opt) == pytest.approx(expected, rel=1e-12)
+    # weight decay: mup scales each group's decay inversely to its rate (lr * wd fixed)
+    theirs_wd = make(theirs.parameters(), lr=lr, weight_decay=0.1)
+    ours_wd = torch.optim.AdamW(mup_param_groups(ours, mup_mlp(32, depth=depth), lr, kind, weight_decay=0.1))
+    decay = {id(p): g["weight_decay"] for g in theirs_wd.param_groups for p in g["params"]}
+    mine = {id(p): g["weight_decay"] for g in ours_wd.param_groups for p in g["params"]}
+    for (name, a), b in zip(ours.named_parameters(), theirs.parameters()):
+        assert mine[id(a)] == pytest.approx(decay[id(b)], rel=1e-12), name
 
 
 @pytest.mark.parametrize("depth,width,output_mult", [(1, 128, 1.0), (2, 96, 1.0), (2, 256, 4.0)])
