@@ -149,6 +149,18 @@ class _Batched(torch.optim.Optimizer):
         """The rates of the next step, one per copy (>= 0): a schedule calls it every step."""
         self.lrs = lrs
 
+    def set_active(self, active: torch.Tensor) -> None:
+        """Which copies still train (a bool per copy); :func:`train_copies` stops a copy whose
+        loss is not finite by zeroing its rate and gradient, which freezes SGD and Adam, and
+        tells the optimizer here, for state that moves even at rate 0."""
+        self._active = torch.as_tensor(active, dtype=torch.bool, device="cpu").flatten()
+
+    def train(self) -> None:
+        """Ready the parameters for training steps (only schedule-free optimizers swap weights)."""
+
+    def eval(self) -> None:
+        """Put the weights to evaluate in the parameters (only schedule-free ones differ)."""
+
     def _lr(self, p: torch.Tensor) -> torch.Tensor:
         scale = self._scales[id(p)]
         key = (p.device, p.dtype, scale)
@@ -250,7 +262,111 @@ class BatchedRAdam(BatchedAdam):
                     p.sub_(self._lr(p) * m_hat)
 
 
-OPTIMIZERS = {"sgd": BatchedSGD, "adam": BatchedAdam, "radam": BatchedRAdam}
+class BatchedScheduleFree(_Batched):
+    """Schedule-free SGD or AdamW (Defazio et al., 2024) for each copy, at rate ``lrs[k]``.
+
+    The ``schedulefree`` package's ``SGDScheduleFree`` / ``AdamWScheduleFree`` (no weight
+    decay, ``r = 0``, ``weight_lr_power = 2``), written in the form of its reference
+    implementation. Three sequences per copy: the gradient is taken at :math:`y`, a
+    base step moves :math:`z`, and :math:`x` is the running average that training
+    returns:
+
+    .. math::
+
+        z_{t+1} = z_t - \\eta_t\\, d_t, \\qquad
+        x_{t+1} = (1 - c_{t+1})\\, x_t + c_{t+1}\\, z_{t+1}, \\qquad
+        y_{t+1} = \\beta\\, x_{t+1} + (1 - \\beta)\\, z_{t+1},
+
+    with :math:`d_t = g_t` (SGD, :math:`\\beta` = ``momentum``) or
+    :math:`d_t = g_t / (\\sqrt{v_t / (1-\\beta_2^t)} + \\epsilon)` (AdamW,
+    :math:`\\beta = \\beta_1`), and averaging weights
+    :math:`c_{t+1} = w_{t+1} / \\sum_{i \\le t+1} w_i`,
+    :math:`w_i = (\\max_{j \\le i} \\eta_j)^2`: a uniform average of the iterates
+    once the rate stops rising (a warmup's small steps count for less). No decay
+    schedule is needed; ``lrs`` may still change per step (a warmup).
+
+    The parameters hold :math:`y` while training; call :meth:`eval` before evaluating
+    (they then hold :math:`x`) and :meth:`train` before training again, as with the
+    package's optimizers.
+
+    Args:
+        params, lrs, scales: as for :class:`BatchedSGD`.
+        adaptive: False for schedule-free SGD, True for schedule-free AdamW.
+        momentum: :math:`\\beta` of SGD (in ``[0, 1)``).
+        betas, eps: AdamW's (``betas[0]`` is :math:`\\beta`).
+    """
+
+    def __init__(self, params, lrs, *, adaptive: bool, momentum: float = 0.9,
+                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8, scales=None):
+        beta1, beta2 = _check_betas(betas)
+        momentum = check_real("momentum", momentum)
+        if not 0 <= momentum < 1:
+            raise ValueError(f"momentum must be in [0, 1) for schedule-free SGD, got {momentum}")
+        super().__init__(params, lrs, {"beta": beta1 if adaptive else momentum, "beta2": beta2,
+                                       "eps": check_nonnegative("eps", eps)}, scales)
+        self.adaptive = bool(adaptive)
+        k = self._lrs.numel()
+        self._lr_max = torch.zeros(k, dtype=torch.float64)
+        self._weight_sum = torch.zeros(k, dtype=torch.float64)
+        self._steps = 0
+        self._training = True
+
+    @torch.no_grad()
+    def _swap(self, to: str) -> None:
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p in self.state:
+                    p.copy_(self.state[p][to])
+
+    def eval(self) -> None:
+        """Put the averaged weights :math:`x` in the parameters (to evaluate or save)."""
+        if self._training:
+            self._swap("x")
+            self._training = False
+
+    def train(self) -> None:
+        """Put the gradient point :math:`y` back in the parameters (to go on training)."""
+        if not self._training:
+            self._swap("y")
+            self._training = True
+
+    @torch.no_grad()
+    def step(self, closure=None):  # noqa: D102
+        if not self._training:
+            raise RuntimeError("call train() before step(): the parameters hold the averaged "
+                               "weights x after eval()")
+        self._steps += 1
+        active = getattr(self, "_active", torch.ones_like(self._lrs, dtype=torch.bool))
+        # a stopped copy's average must not drift towards z: it neither weighs nor averages
+        self._lr_max = torch.where(active, torch.maximum(self._lr_max, self._lrs), self._lr_max)
+        weight = torch.where(active, self._lr_max**2, 0.0)
+        self._weight_sum += weight
+        # the package's ZeroDivisionError case: no weight yet (a warmup's rate 0) averages nothing
+        ckp1 = torch.where(self._weight_sum > 0, weight / self._weight_sum.clamp_min(1e-300), 0.0)
+        for group in self.param_groups:
+            beta, beta2 = group["beta"], group["beta2"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                if not state:
+                    state.update(z=p.detach().clone(), x=p.detach().clone(), y=p.detach().clone())
+                    if self.adaptive:
+                        state["v"] = torch.zeros_like(p)
+                d = p.grad
+                if self.adaptive:
+                    state["v"].mul_(beta2).addcmul_(d, d, value=1 - beta2)
+                    bias2 = 1 - beta2**self._steps
+                    d = d / (state["v"].div(bias2).sqrt_().add_(group["eps"]))
+                state["z"].sub_(self._lr(p) * d)
+                c = ckp1.to(p.device, p.dtype).view(-1, *([1] * (p.ndim - 1)))
+                state["x"].mul_(1 - c).add_(c * state["z"])
+                state["y"].copy_(state["x"] * beta + state["z"] * (1 - beta))
+                p.copy_(state["y"])
+
+
+OPTIMIZERS = {"sgd": BatchedSGD, "adam": BatchedAdam, "radam": BatchedRAdam,
+              "schedulefree_sgd": BatchedScheduleFree, "schedulefree_adamw": BatchedScheduleFree}
 
 
 def train_copies(model: BatchedModel, optimizer: _Batched, streams: Sequence[Iterable[Batch]],
@@ -288,6 +404,7 @@ def train_copies(model: BatchedModel, optimizer: _Batched, streams: Sequence[Ite
     diverged_at: list[int | None] = [None] * k
     params = [p for p in model.stacked if p.requires_grad]  # frozen copies' weights stay as they are
     model.train()
+    optimizer.train()
     for t, batch in enumerate(zip(*streams)):
         if t == steps:
             break
@@ -314,6 +431,7 @@ def train_copies(model: BatchedModel, optimizer: _Batched, streams: Sequence[Ite
                 for p in params:  # a stopped copy gets no update, as train() stops
                     p.grad.mul_(alive.view(-1, *([1] * (p.ndim - 1)))).nan_to_num_(0.0)
             optimizer.set_lrs(step_rates[:, t] * alive.cpu())
+            optimizer.set_active(alive)
         if t < track_norms:
             before = [p.detach().clone() for p in params]
             grad_norms[:, t] = _norms(p.grad for p in params)
@@ -365,7 +483,9 @@ def train_batched(data: Split, lrs: Sequence[float], seeds: Sequence[int], *, st
         data: a :class:`~lrlib.data.Split` (e.g. ``load_digits()``); copies run on its device.
         lrs, seeds: one rate and one seed per copy (same length).
         steps, batch_size, hidden: the training run.
-        optimizer: ``"adam"`` (betas 0.9, 0.999), ``"radam"`` or ``"sgd"`` (with ``momentum``).
+        optimizer: ``"adam"`` (betas 0.9, 0.999), ``"radam"``, ``"sgd"`` (with ``momentum``),
+            ``"schedulefree_adamw"`` or ``"schedulefree_sgd"`` (:class:`BatchedScheduleFree`;
+            evaluated at its averaged weights).
         parametrization: ``"sp"`` (PyTorch's defaults, one rate for every weight) or ``"mup"``
             (:func:`lrlib.width.mup_mlp` with its per-layer rates, ``base_width`` the width
             where both are the same model; the hidden layers must share one width).
@@ -387,13 +507,14 @@ def train_batched(data: Split, lrs: Sequence[float], seeds: Sequence[int], *, st
     scales = None
     if parametrization == "mup":
         base = _digits_mlp((base_width,) * len(hidden), "mup", base_width)
-        by_name = mup_lr_scales(members[0], base, "sgd" if optimizer == "sgd" else "adam")
+        by_name = mup_lr_scales(members[0], base, "sgd" if optimizer.endswith("sgd") else "adam")
         scales = [by_name[n] for n, _ in members[0].named_parameters()]
     model = BatchedModel(members).to(device)
     opt = make_optimizer(optimizer, model, lrs, momentum=momentum, scales=scales)
     streams = [minibatches(data.x_train, data.y_train, batch_size, steps=steps, seed=int(s)) for s in seeds]
     rates = np.repeat(np.asarray(lrs, dtype=float)[:, None], steps, axis=1)
     runs = train_copies(model, opt, streams, rates)
+    opt.eval()  # schedule-free: evaluate the averaged weights
     val, test = evaluate(model, data.x_val, data.y_val), evaluate(model, data.x_test, data.y_test)
     return BatchedRun(np.asarray(lrs, float), np.asarray(seeds), np.stack([r.losses for r in runs]),
                       val.loss, val.accuracy, test.loss, test.accuracy)
@@ -407,15 +528,19 @@ def _digits_mlp(hidden: Sequence[int], parametrization: str, base_width: int) ->
 
 def make_optimizer(name: str, model: BatchedModel, lrs: Sequence[float] | np.ndarray, *,
                    momentum: float = 0.9, scales: Sequence[float] | None = None) -> _Batched:
-    """The batched optimizer called ``name`` (``"sgd"`` with ``momentum``, ``"adam"``, ``"radam"``)
-    over ``model``'s trainable parameters, ``scales`` one factor per such parameter (or None)."""
+    """The batched optimizer called ``name`` (``"sgd"`` with ``momentum``, ``"adam"``, ``"radam"``,
+    ``"schedulefree_sgd"`` with ``momentum``, ``"schedulefree_adamw"``) over ``model``'s trainable
+    parameters, ``scales`` one factor per such parameter (or None)."""
     if name not in OPTIMIZERS:
         raise ValueError(f"optimizer must be one of {sorted(OPTIMIZERS)}, got {name!r}")
     params = [p for p in model.parameters() if p.requires_grad]
     if name == "sgd":
         return BatchedSGD(params, lrs, momentum, scales=scales)
+    if name.startswith("schedulefree_"):
+        return BatchedScheduleFree(params, lrs, adaptive=name == "schedulefree_adamw", momentum=momentum,
+                                   scales=scales)
     return OPTIMIZERS[name](params, lrs, scales=scales)
 
 
-__all__ = ["BatchedAdam", "BatchedModel", "BatchedRAdam", "BatchedRun", "BatchedSGD", "make_optimizer",
-           "train_batched", "train_copies"]
+__all__ = ["BatchedAdam", "BatchedModel", "BatchedRAdam", "BatchedRun", "BatchedSGD", "BatchedScheduleFree",
+           "make_optimizer", "train_batched", "train_copies"]

@@ -431,6 +431,25 @@ def _warmup_factor(t: np.ndarray, warmup_steps: int) -> np.ndarray:
     return t / max(1, warmup_steps)
 
 
+def warmup_constant(lr: float, warmup_steps: int) -> Schedule:
+    """Linear warmup from 0 to :math:`\\eta` over :math:`W` steps, then :math:`\\eta` for good.
+
+    :math:`\\eta_t = \\eta \\min(1, t/W)`: transformers
+    ``get_constant_schedule_with_warmup``; torch ``LinearLR(start_factor, 1, W)`` from a
+    tiny start. What a schedule-free optimizer is given: a warmup, and no decay.
+
+    >>> s = warmup_constant(1.0, warmup_steps=4)
+    >>> [s(t) for t in range(6)]
+    [0.0, 0.25, 0.5, 0.75, 1.0, 1.0]
+    """
+    lr, W = _lr("lr", lr), _steps("warmup_steps", warmup_steps, 0)
+
+    def curve(t: np.ndarray) -> np.ndarray:
+        return lr * np.minimum(1.0, _warmup_factor(t, W)) if W else np.full_like(t, lr, dtype=float)
+
+    return Schedule("warmup_constant", curve, {"lr": lr, "warmup_steps": W}, lr)
+
+
 def warmup_linear(lr: float, warmup_steps: int, total_steps: int) -> Schedule:
     """Linear warmup from 0 to :math:`\\eta` over :math:`W` steps, then linear decay to 0 at :math:`T`.
 
@@ -614,5 +633,5 @@ def sequential(schedules: Sequence[Schedule], milestones: Sequence[int]) -> Sche
 
 
 __all__ = ["Schedule", "ScheduleLR", "constant", "step_decay", "multistep", "exponential", "inverse_time",
-           "cosine", "polynomial", "cyclic", "one_cycle", "sgdr", "warmup_linear", "warmup_cosine",
-           "inverse_sqrt", "wsd", "warmup", "sequential"]
+           "cosine", "polynomial", "cyclic", "one_cycle", "sgdr", "warmup_constant", "warmup_linear",
+           "warmup_cosine", "inverse_sqrt", "wsd", "warmup", "sequential"]

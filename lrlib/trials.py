@@ -32,10 +32,10 @@ from lrlib.models import MLP, TransformerClassifier
 from lrlib.training import TrainingRun, evaluate, train
 
 MODELS = ("transformer", "mlp")
-OPTIMIZERS = ("adam", "radam", "sgd")
+OPTIMIZERS = ("adam", "radam", "sgd", "schedulefree_adamw", "schedulefree_sgd")
 #: The :mod:`lrlib.schedules` factories whose first argument is the rate (``cyclic``: the lower bound).
 SCHEDULES = ("constant", "step_decay", "multistep", "exponential", "cosine", "polynomial", "one_cycle",
-             "sgdr", "warmup_linear", "warmup_cosine", "wsd", "cyclic")
+             "sgdr", "warmup_constant", "warmup_linear", "warmup_cosine", "wsd", "cyclic")
 
 
 @dataclass
@@ -56,9 +56,12 @@ class DigitsTrial:
         norm_first: pre-norm (True) or post-norm (False) transformer blocks.
         n_layers, d_model: the transformer's depth and width.
         hidden: the MLP's hidden widths.
-        optimizer: ``"adam"``, ``"radam"`` (``torch.optim.Adam``/``RAdam``, betas (0.9, 0.999))
-            or ``"sgd"`` (``torch.optim.SGD`` with ``momentum``).
-        momentum: SGD's momentum.
+        optimizer: ``"adam"``, ``"radam"`` (``torch.optim.Adam``/``RAdam``, betas (0.9, 0.999)),
+            ``"sgd"`` (``torch.optim.SGD`` with ``momentum``), or the ``schedulefree``
+            package's ``"schedulefree_adamw"`` / ``"schedulefree_sgd"`` (with ``momentum``; no
+            weight decay, no warmup of its own: give one with ``schedule="warmup_constant"``),
+            evaluated at their averaged weights.
+        momentum: SGD's momentum (and schedule-free SGD's interpolation).
         track_norms: record gradient and update norms for this many first steps.
         device: where to train.
     """
@@ -102,6 +105,15 @@ class DigitsTrial:
                                      norm_first=self.norm_first)
 
     def build_optimizer(self, model: torch.nn.Module) -> torch.optim.Optimizer:
+        if self.optimizer.startswith("schedulefree_"):
+            try:
+                import schedulefree
+            except ImportError as error:  # an optional dependency: say how to get it
+                raise ImportError(f"optimizer={self.optimizer!r} needs the schedulefree package: "
+                                  "pip install schedulefree") from error
+            if self.optimizer == "schedulefree_sgd":
+                return schedulefree.SGDScheduleFree(model.parameters(), lr=self.lr, momentum=self.momentum)
+            return schedulefree.AdamWScheduleFree(model.parameters(), lr=self.lr)
         if self.optimizer == "sgd":
             return torch.optim.SGD(model.parameters(), lr=self.lr, momentum=self.momentum)
         make = torch.optim.RAdam if self.optimizer == "radam" else torch.optim.Adam
@@ -132,11 +144,20 @@ def run_trial(trial: DigitsTrial) -> TrialResult:
     optimizer = trial.build_optimizer(model)
     scheduler = trial.build_schedule().attach(optimizer)
     batches = minibatches(data.x_train, data.y_train, trial.batch_size, steps=trial.steps, seed=trial.seed)
+    _mode(optimizer, "train")
     run = train(model, optimizer, batches, F.cross_entropy, scheduler=scheduler,
                 track_norms=trial.track_norms)
+    _mode(optimizer, "eval")  # schedule-free: evaluate the averaged weights
     val, test = evaluate(model, data.x_val, data.y_val), evaluate(model, data.x_test, data.y_test)
     return TrialResult(trial, run, val.loss, val.accuracy, test.loss, test.accuracy,
                        time.perf_counter() - start)
+
+
+def _mode(optimizer: torch.optim.Optimizer, mode: str) -> None:
+    """Schedule-free optimizers keep two sets of weights: ``train`` and ``eval`` pick one."""
+    switch = getattr(optimizer, mode, None)
+    if callable(switch):
+        switch()
 
 
 #: What may differ between trials that train together as one batched model.
@@ -174,6 +195,7 @@ def run_trial_batch(trials: Sequence[DigitsTrial]) -> list[TrialResult]:
                for t in trials]
     runs = batched.train_copies(model, optimizer, streams, rates,
                                 track_norms=max(t.track_norms for t in trials))
+    optimizer.eval()  # schedule-free: evaluate the averaged weights
     val, test = evaluate(model, data.x_val, data.y_val), evaluate(model, data.x_test, data.y_test)
     seconds = (time.perf_counter() - start) / len(trials)
     out = []

@@ -5,7 +5,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lrlib.batched import BatchedAdam, BatchedModel, BatchedRAdam, BatchedSGD, train_batched, train_copies
+from lrlib import schedules as S
+from lrlib.batched import (
+    BatchedAdam,
+    BatchedModel,
+    BatchedRAdam,
+    BatchedScheduleFree,
+    BatchedSGD,
+    train_batched,
+    train_copies,
+)
 from lrlib.data import load_digits, minibatches
 from lrlib.models import MLP, TransformerClassifier
 from lrlib.training import train
@@ -69,6 +78,55 @@ def test_each_copy_follows_the_torch_optimizer_at_its_own_rate(make, make_torch,
     for k, (m, _) in enumerate(singles):
         for a, b in zip(batched.member(k, MLP(64, (16,), 10).to(device)).parameters(), m.parameters()):
             torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)  # float32 reassociation only
+
+
+@pytest.mark.parametrize("adaptive", [False, True], ids=["sgd", "adamw"])
+@pytest.mark.parametrize("shape", [
+    lambda lr: S.constant(lr), lambda lr: S.warmup_constant(lr, 10), lambda lr: S.warmup_cosine(lr, 5, 40),
+], ids=["constant", "warmup", "warmup-cosine"])
+def test_schedule_free_follows_the_schedulefree_package(adaptive, shape):
+    """Each copy's training point y and averaged point x equal the package's optimizer driven by
+    the same per-step rates through an attached schedule (its weights, the largest rate so far
+    squared, count a warmup's small steps for less and a decay's as much as the peak's)."""
+    schedulefree = pytest.importorskip("schedulefree")
+    lrs, steps = [0.3, 0.05, 1e-3] if not adaptive else [1e-2, 3e-3, 1e-4], 40
+    members = _members(3)
+    batched = BatchedModel(members)
+    opt = BatchedScheduleFree(batched.parameters(), lrs, adaptive=adaptive, momentum=0.9)
+    make = schedulefree.AdamWScheduleFree if adaptive else schedulefree.SGDScheduleFree
+    singles = []
+    for m, lr in zip(members, lrs):
+        o = make(m.parameters(), lr=lr, warmup_steps=0)
+        singles.append((m, o, shape(lr).attach(o)))
+        o.train()
+    rates = np.stack([shape(lr)(np.arange(steps)) for lr in lrs])
+    gen = torch.Generator().manual_seed(0)
+    for t in range(steps):
+        x = torch.randn(3, 8, 64, generator=gen)
+        y = torch.randint(0, 10, (3, 8), generator=gen)
+        opt.zero_grad()
+        opt.set_lrs(rates[:, t])
+        losses = F.cross_entropy(batched(x).flatten(0, 1), y.flatten(), reduction="none").view(3, -1)
+        losses.mean(1).sum().backward()
+        opt.step()
+        for k, (m, o, sched) in enumerate(singles):
+            o.zero_grad()
+            F.cross_entropy(m(x[k]), y[k]).backward()
+            o.step()
+            sched.step()
+    for mode in ("train", "eval"):  # y while training, then the average x
+        getattr(opt, mode)()
+        for k, (m, o, _) in enumerate(singles):
+            getattr(o, mode)()
+            for a, b in zip(batched.member(k, MLP(64, (16,), 10)).parameters(), m.parameters()):
+                torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    opt.eval()
+    x_weights = [p.detach().clone() for p in batched.stacked]
+    assert not all(torch.equal(a, b.detach()) for a, b in zip(x_weights, BatchedModel(_members(3)).stacked))
+    opt.train()
+    with pytest.raises(RuntimeError, match="call train"):
+        opt.eval()
+        opt.step()
 
 
 def test_train_batched_equals_a_loop_of_separate_runs():
@@ -135,6 +193,8 @@ def test_bad_input():
         train_batched(load_digits(), [1e-3], [0, 1])
     with pytest.raises(ValueError, match=r"betas\[1\] must be in \[0, 1\)"):
         BatchedAdam(BatchedModel(members).parameters(), [1e-3, 1e-3], betas=(0.9, 1.0))
+    with pytest.raises(ValueError, match=r"momentum must be in \[0, 1\) for schedule-free SGD, got 1.0"):
+        BatchedScheduleFree(BatchedModel(members).parameters(), [0.1, 0.1], adaptive=False, momentum=1.0)
     with pytest.raises(ValueError, match=r"rates must have shape \(copies=2, steps\)"):
         model = BatchedModel(members)
         train_copies(model, BatchedSGD(model.parameters(), [0.1, 0.1]), [[], []], np.zeros(5))

@@ -123,6 +123,14 @@ def test_sgdr_is_cosineannealingwarmrestarts(lr, T_0, T_mult, min_frac):  # noqa
 
 
 @HYP
+@given(lrs, st.integers(0, 50))
+def test_warmup_constant_is_transformers(lr, W):
+    expected = torch_lrs(lambda o: transformers_optimization.get_constant_schedule_with_warmup(o, W),
+                         lr, 3 * W + 5)
+    np.testing.assert_allclose(S.warmup_constant(lr, W)(np.arange(3 * W + 5)), expected, rtol=1e-12, atol=0)
+
+
+@HYP
 @given(lrs, st.integers(0, 50), st.integers(1, 200))
 def test_warmup_linear_is_transformers(lr, W, extra):
     T = W + extra
@@ -194,7 +202,8 @@ def test_the_seeds_recipe_linear_then_cosine_through_sequentiallr():
 EVERY_FACTORY = [
     S.constant(0.1), S.step_decay(0.1, 7), S.multistep(0.1, [5, 20]), S.exponential(0.1, 0.97),
     S.cosine(0.1, 80, 1e-3), S.polynomial(0.1, 80, 2.0), S.cyclic(0.01, 0.1, 9), S.one_cycle(0.1, 100),
-    S.sgdr(0.1, 10, 2), S.warmup_linear(0.1, 10, 100), S.warmup_cosine(0.1, 10, 100, 1e-3),
+    S.sgdr(0.1, 10, 2), S.warmup_constant(0.1, 10), S.warmup_linear(0.1, 10, 100),
+    S.warmup_cosine(0.1, 10, 100, 1e-3),
     S.inverse_sqrt(64, 10), S.wsd(0.1, 10, 40, 30, 1e-3, "1-sqrt"), S.inverse_time(0.1, 20, 0.5),
     S.warmup(S.cosine(0.1, 90), 10), S.sequential([S.constant(0.1), S.exponential(0.1, 0.9)], [50]),
 ]
@@ -307,6 +316,7 @@ def test_plot_labels_its_axes():
     (lambda: S.cyclic(1.0, 0.1, 5), "max_lr must be >= base_lr"),
     (lambda: S.inverse_time(0.1, 0), "decay_steps must be >= 1"),
     (lambda: S.inverse_time(0.1, 10, power=0.0), "power must be > 0"),
+    (lambda: S.warmup_constant(0.1, -1), "warmup_steps must be >= 0"),
 ])
 def test_bad_arguments_name_the_argument(make, match):
     with pytest.raises(ValueError, match=match):

@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 import torch
 
+from lrlib.data import load_digits, minibatches
 from lrlib.schedules import warmup_cosine
+from lrlib.training import evaluate, train
 from lrlib.trials import (
     SCHEDULES,
     DigitsTrial,
@@ -70,7 +72,7 @@ SCHEDULE_ARGS = {
     "sgdr": {"T_0": 8, "T_mult": 2}, "warmup_linear": {"warmup_steps": 5, "total_steps": 30},
     "warmup_cosine": {"warmup_steps": 5, "total_steps": 30}, "wsd": {"warmup_steps": 5, "stable_steps": 10,
                                                                      "decay_steps": 15},
-    "cyclic": {"max_lr": 0.1, "step_size_up": 6},
+    "cyclic": {"max_lr": 0.1, "step_size_up": 6}, "warmup_constant": {"warmup_steps": 5},
 }
 
 
@@ -91,12 +93,15 @@ def test_the_optimizer_of_a_trial_uses_the_rate_its_schedule_gives(name, optimiz
 
 
 @pytest.mark.parametrize("optimizer,cls", [("adam", torch.optim.Adam), ("radam", torch.optim.RAdam),
-                                           ("sgd", torch.optim.SGD)])
+                                           ("sgd", torch.optim.SGD), ("schedulefree_sgd", "SGDScheduleFree"),
+                                           ("schedulefree_adamw", "AdamWScheduleFree")])
 def test_optimizer_names(optimizer, cls):
+    if isinstance(cls, str):
+        cls = getattr(pytest.importorskip("schedulefree"), cls)
     trial = DigitsTrial(0.01, optimizer=optimizer, model="mlp", hidden=(8,), momentum=0.5)
     opt = trial.build_optimizer(trial.build_model())
     assert type(opt) is cls and opt.param_groups[0]["lr"] == 0.01
-    if optimizer == "sgd":
+    if optimizer.endswith("sgd"):
         assert opt.param_groups[0]["momentum"] == 0.5
 
 
@@ -114,7 +119,12 @@ def test_tracking_norms_and_mlp_trials():
     ({"model": "mlp", "optimizer": "sgd", "steps": 40, "batch_size": 16, "hidden": (16,)},
      [(0.01, "cyclic", {"max_lr": 0.3, "step_size_up": 5}, 0), (0.2, "constant", {}, 1),
       (50.0, "constant", {}, 2)]),  # the last one diverges
-], ids=["post-norm adam", "pre-norm radam", "mlp sgd"])
+    ({"model": "mlp", "optimizer": "schedulefree_adamw", "steps": 30, "batch_size": 16, "hidden": (16,)},
+     [(3e-3, "warmup_constant", {"warmup_steps": 5}, 0), (1e-2, "constant", {}, 1)]),
+    ({"model": "mlp", "optimizer": "schedulefree_sgd", "steps": 30, "batch_size": 16, "hidden": (16,)},
+     [(0.1, "warmup_constant", {"warmup_steps": 5}, 0), (0.5, "cosine", {"total_steps": 30}, 1),
+      (1e4, "constant", {}, 2)]),  # the last one diverges
+], ids=["post-norm adam", "pre-norm radam", "mlp sgd", "mlp schedule-free adamw", "mlp schedule-free sgd"])
 def test_a_batch_of_trials_equals_each_trial_run_alone(common, per_trial):
     """Oracle: run_trial, the plain torch loop of each trial."""
     trials = [DigitsTrial(lr, name, args, seed=seed, **common) for lr, name, args, seed in per_trial]
@@ -131,7 +141,17 @@ def test_a_batch_of_trials_equals_each_trial_run_alone(common, per_trial):
                                        rtol=2e-4)
             diff = abs(getattr(batched, f"{split}_accuracy") - getattr(alone, f"{split}_accuracy"))
             assert diff <= 1 / 359 + 1e-9  # one image at most
-    assert together[-1].run.diverged == (common["model"] == "mlp")
+    assert together[-1].run.diverged == common["optimizer"].endswith("sgd")
+    if common["optimizer"].startswith("schedulefree"):  # evaluated at the average x, not at y
+        trial = trials[0]
+        model, data = trial.build_model(), load_digits()
+        opt = trial.build_optimizer(model)
+        sched = trial.build_schedule().attach(opt)
+        opt.train()
+        train(model, opt, minibatches(data.x_train, data.y_train, 16, steps=30, seed=0),
+              torch.nn.functional.cross_entropy, scheduler=sched)
+        at_y = evaluate(model, data.x_val, data.y_val).loss
+        assert abs(at_y - together[0].val_loss) > 1e-4
 
 
 def test_run_trials_batches_what_it_can_and_keeps_the_order():
