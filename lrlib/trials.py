@@ -263,6 +263,38 @@ def results_frame(results: Sequence[TrialResult]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def best_setting(frame: pd.DataFrame, by: str | Sequence[str], over: str = "lr",
+                 metric: str = "val_loss") -> pd.Series:
+    """Tune ``over`` within each group of ``by``: the value whose median ``metric`` over the
+    group's seeds is lowest (a diverged run, NaN, counts as the worst).
+
+    The median over seeds, not the best seed: one lucky seed must not pick the rate. Select
+    on validation (``val_loss``, the default), then judge the picks on fresh seeds: the seeds
+    that picked a setting flatter it.
+
+    Args:
+        frame: one row per run, e.g. :func:`results_frame`.
+        by: the column(s) that name what is tuned separately (e.g. ``"schedule"``).
+        over: the column tuned (default ``"lr"``).
+        metric: lower is better.
+
+    Returns:
+        The chosen value of ``over``, indexed by ``by``.
+
+    Example:
+        >>> runs = pd.DataFrame({"schedule": ["a"] * 4 + ["b"] * 4, "lr": [1, 1, 2, 2] * 2,
+        ...                      "val_loss": [0.5, 0.7, 0.4, 0.9, 0.3, 0.3, float("nan"), 0.1]})
+        >>> best_setting(runs, "schedule").to_dict()
+        {'a': 1, 'b': 1}
+    """
+    for column in [*([by] if isinstance(by, str) else by), over, metric]:
+        if column not in frame.columns:
+            raise ValueError(f"frame has no column {column!r}; columns are {list(frame.columns)}")
+    scored = frame.assign(**{metric: frame[metric].fillna(np.inf)})
+    medians = scored.groupby([*([by] if isinstance(by, str) else by), over])[metric].median()
+    return medians.groupby(level=list(range(medians.index.nlevels - 1))).idxmin().map(lambda key: key[-1])
+
+
 def select(results: Sequence[TrialResult], **fields: Any) -> list[TrialResult]:
     """The results whose trial has every given field (or ``schedule_args`` entry) equal to the value.
 

@@ -13,6 +13,7 @@ from lrlib.trials import (
     SCHEDULES,
     DigitsTrial,
     batch_key,
+    best_setting,
     results_frame,
     run_trial,
     run_trial_batch,
@@ -219,3 +220,23 @@ def test_bad_trials_are_rejected_where_they_are_built(kwargs, match):
         DigitsTrial(**kwargs)
     with pytest.raises(ValueError, match="workers must be >= 1"):
         run_trials([], workers=0)
+
+
+def test_best_setting_is_the_lowest_median_per_group():
+    """Oracle: a loop over the groups and rates with numpy's median; NaN counts as the worst."""
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    rows = [{"schedule": s, "warm": w, "lr": lr, "seed": seed, "val_loss": rng.random()}
+            for s in "abc" for w in (0, 5) for lr in (0.1, 0.2, 0.4) for seed in range(3)]
+    frame = pd.DataFrame(rows)
+    frame.loc[frame.index[::7], "val_loss"] = np.nan
+    picked = best_setting(frame, ["schedule", "warm"])
+    for (name, warm), lr in picked.items():
+        group = frame[(frame.schedule == name) & (frame.warm == warm)]
+        medians = {x: np.median(np.nan_to_num(group[group.lr == x].val_loss.to_numpy(), nan=np.inf))
+                   for x in (0.1, 0.2, 0.4)}
+        assert lr == min(medians, key=medians.get)
+    assert len(picked) == 6
+    with pytest.raises(ValueError, match="frame has no column 'loss'"):
+        best_setting(frame, "schedule", metric="loss")
