@@ -83,6 +83,7 @@ class DigitsTrial:
     device: str = "cpu"
 
     def __post_init__(self) -> None:
+        self.hidden = tuple(self.hidden)  # a JSON config gives a list; trials must hash (batch_key)
         check_positive("lr", self.lr)
         check_int("steps", self.steps, minimum=1)
         check_int("batch_size", self.batch_size, minimum=1)
@@ -246,6 +247,32 @@ def run_trials(trials: Sequence[DigitsTrial], workers: int = 1, executor: Execut
         for i, r in zip(job, result if batch else [result]):
             results[i] = r
     return results  # type: ignore[return-value]
+
+
+def _outcome(result: TrialResult) -> dict[str, Any]:
+    return {"val_loss": result.val_loss, "val_accuracy": result.val_accuracy, "test_loss": result.test_loss,
+            "test_accuracy": result.test_accuracy, "diverged": result.run.diverged}
+
+
+def sweep_trial(config: dict[str, Any]) -> dict[str, Any]:
+    """:func:`lrlib.sweep.run_sweep`'s trial for the digits: ``DigitsTrial(**config)``, run.
+
+    ``config`` holds ``lr`` and ``seed`` (from the sweep) and any other :class:`DigitsTrial`
+    field (through ``run_sweep``'s ``extra``). Importable, so it runs in worker processes
+    and on Dask workers; returns the validation and test loss and accuracy and whether
+    the run diverged, all JSON-serialisable.
+
+    >>> out = sweep_trial({"lr": 0.05, "seed": 0, "model": "mlp", "optimizer": "sgd", "steps": 5})
+    >>> sorted(out)
+    ['diverged', 'test_accuracy', 'test_loss', 'val_accuracy', 'val_loss']
+    """
+    return _outcome(run_trial(DigitsTrial(**config)))
+
+
+def sweep_batch(configs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``run_sweep``'s ``batch_fn`` for :func:`sweep_trial`: the configs' trials trained as batched
+    models where they can be (:func:`run_trials`), one result per config, in order."""
+    return [_outcome(r) for r in run_trials([DigitsTrial(**c) for c in configs])]
 
 
 def results_frame(results: Sequence[TrialResult]) -> pd.DataFrame:

@@ -279,6 +279,31 @@ def test_dask_executor_when_installed():
     pd.testing.assert_frame_equal(table, run_sweep(quadratic_trial, [1e-3, 1e-2], seeds=[0, 1]))
 
 
+def test_a_sweep_on_a_multi_process_dask_cluster_equals_the_sweep_here(tmp_path):
+    """A real LocalCluster: two worker processes, none of them this one; results streamed
+    by the driver, and a rerun against the file trains nothing."""
+    distributed = pytest.importorskip("distributed")
+    from lrlib.trials import sweep_trial
+
+    extra = {"model": "mlp", "optimizer": "adam", "steps": 30, "hidden": [16]}
+    path = tmp_path / "sweep.jsonl"
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster, distributed.Client(cluster) as client:
+        pids = set(client.run(os.getpid, wait=True).values())
+        there = run_sweep(sweep_trial, [1e-3, 1e-2], seeds=[0, 1, 2], extra=extra,
+                          executor=client.get_executor(), results=path)
+    assert len(pids) == 2 and os.getpid() not in pids
+    here = run_sweep(sweep_trial, [1e-3, 1e-2], seeds=[0, 1, 2], extra=extra)
+    np.testing.assert_allclose(there.val_loss, here.val_loss, rtol=1e-5)  # threads may reorder sums
+    assert len(path.read_text().splitlines()) == 6
+
+    def never(config):
+        raise AssertionError("a finished trial ran again")
+
+    pd.testing.assert_frame_equal(run_sweep(never, [1e-3, 1e-2], seeds=[0, 1, 2], extra=extra, results=path),
+                                  there)
+
+
 def test_run_sweep_rejects_bad_input():
     with pytest.raises(ValueError, match="lrs must be a non-empty list of positive rates"):
         run_sweep(quadratic_trial, [])

@@ -19,6 +19,8 @@ from lrlib.trials import (
     run_trial_batch,
     run_trials,
     select,
+    sweep_batch,
+    sweep_trial,
     worker_pool,
 )
 
@@ -240,3 +242,18 @@ def test_best_setting_is_the_lowest_median_per_group():
     assert len(picked) == 6
     with pytest.raises(ValueError, match="frame has no column 'loss'"):
         best_setting(frame, "schedule", metric="loss")
+
+
+def test_sweep_trial_and_batch_are_run_trial_as_run_sweep_wants_them(tmp_path):
+    """Oracle: run_trial of the same DigitsTrial; the batch equals the trials one by one."""
+    from lrlib.sweep import run_sweep
+
+    extra = {"model": "mlp", "optimizer": "sgd", "steps": 20, "hidden": [16]}
+    one = run_sweep(sweep_trial, [0.01, 0.1], seeds=[0, 1], extra=extra)
+    alone = run_trial(DigitsTrial(0.1, seed=1, model="mlp", optimizer="sgd", steps=20, hidden=(16,)))
+    row = one[(one.lr == 0.1) & (one.seed == 1)].iloc[0]
+    assert row.val_loss == alone.val_loss and row.test_accuracy == alone.test_accuracy
+    batched = run_sweep(sweep_trial, [0.01, 0.1], seeds=[0, 1], extra=extra, batch_fn=sweep_batch,
+                        results=tmp_path / "sweep.jsonl")
+    np.testing.assert_allclose(batched.val_loss, one.val_loss, rtol=2e-4)
+    assert len((tmp_path / "sweep.jsonl").read_text().splitlines()) == 4
