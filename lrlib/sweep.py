@@ -357,16 +357,21 @@ def _record(path: Path | None, config: dict[str, Any], result: dict[str, Any]) -
 
 
 def _read_results(path: Path) -> dict[str, dict[str, Any]]:
+    """The recorded trials; a last line cut off by an interruption (no newline) is removed from
+    the file, so that the next record starts on a line of its own, and its trial runs again."""
     if not path.exists():
         return {}
+    text = path.read_text(encoding="utf-8")
+    if text and not text.endswith("\n"):
+        complete = text[:text.rfind("\n") + 1]  # "" when the only line is the cut-off one
+        with path.open("r+", encoding="utf-8") as f:
+            f.truncate(len(complete.encode("utf-8")))
+        text = complete
     done = {}
-    lines = path.read_text(encoding="utf-8").splitlines()
-    for i, line in enumerate(lines):
+    for i, line in enumerate(text.splitlines()):
         try:
             entry = json.loads(line)
         except json.JSONDecodeError:
-            if i == len(lines) - 1:  # a line cut off by the interruption: that trial runs again
-                continue
             raise ValueError(f"{path}: line {i + 1} is not a JSON record: {line[:80]!r}") from None
         done[entry["key"]] = entry
     return done

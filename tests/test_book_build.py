@@ -25,8 +25,10 @@ def test_book_builds_without_warnings(book_build):
 @pytest.mark.slow
 @pytest.mark.parametrize("chapter", chapters(), ids=lambda p: p.stem)
 def test_every_chapter_checks_a_dozen_claims_and_all_hold(book_build, chapter):
+    """A numbered chapter checks 12 claims or more; an appendix, shorter, at least 5."""
     claims = book_build.claims(chapter)
-    assert len(claims) >= 12, f"{chapter.name} checks only {len(claims)} claims; the book asks for 12 or more"
+    least = 5 if chapter.stem.startswith("appendix") else 12
+    assert len(claims) >= least, f"{chapter.name} checks only {len(claims)} claims; the book asks for {least}"
     assert all(c["holds"] and c["full_mode"] for c in claims), [c for c in claims if not c["holds"]]
 
 

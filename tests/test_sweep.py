@@ -1,6 +1,7 @@
 """lrlib.sweep: the seed log read exactly, statistics against scipy, a sweep that survives being killed."""
 
 import json
+import logging
 import math
 import os
 import signal
@@ -265,8 +266,19 @@ def test_a_half_written_last_line_is_run_again_and_a_corrupt_file_is_an_error(tm
     run_sweep(quadratic_trial, [1e-3, 1e-2], results=path)
     lines = path.read_text().splitlines()
     path.write_text(lines[0] + "\n" + lines[1][:10])  # killed while writing the second record
-    table = run_sweep(quadratic_trial, [1e-3, 1e-2], results=path)
-    assert len(table) == 2
+    calls = []
+
+    def counted(config):
+        calls.append(config["lr"])
+        return quadratic_trial(config)
+
+    for _ in range(3):  # the cut-off line goes; later resumes find a clean file and run nothing
+        table = run_sweep(counted, [1e-3, 1e-2], results=path)
+    assert len(table) == 2 and calls == [1e-2]
+    assert path.read_text().splitlines() == lines
+    path.write_text(lines[0][:15])  # cut off while writing the very first record
+    assert len(run_sweep(quadratic_trial, [1e-3], results=path)) == 1
+    assert path.read_text().splitlines() == [lines[0]]
     path.write_text("not json\n" + lines[0] + "\n")
     with pytest.raises(ValueError, match="line 1 is not a JSON record"):
         run_sweep(quadratic_trial, [1e-3], results=path)
@@ -274,7 +286,8 @@ def test_a_half_written_last_line_is_run_again_and_a_corrupt_file_is_an_error(tm
 
 def test_dask_executor_when_installed():
     distributed = pytest.importorskip("distributed")
-    with distributed.Client(processes=False, n_workers=1, threads_per_worker=2) as client:
+    with distributed.Client(processes=False, n_workers=1, threads_per_worker=2,
+                            dashboard_address=None) as client:
         table = run_sweep(quadratic_trial, [1e-3, 1e-2], seeds=[0, 1], executor=client.get_executor())
     pd.testing.assert_frame_equal(table, run_sweep(quadratic_trial, [1e-3, 1e-2], seeds=[0, 1]))
 
@@ -287,11 +300,17 @@ def test_a_sweep_on_a_multi_process_dask_cluster_equals_the_sweep_here(tmp_path)
 
     extra = {"model": "mlp", "optimizer": "adam", "steps": 30, "hidden": [16]}
     path = tmp_path / "sweep.jsonl"
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                  dashboard_address=None) as cluster, distributed.Client(cluster) as client:
-        pids = set(client.run(os.getpid, wait=True).values())
-        there = run_sweep(sweep_trial, [1e-3, 1e-2], seeds=[0, 1, 2], extra=extra,
-                          executor=client.get_executor(), results=path)
+    environ = dict(os.environ)  # the nannies set OMP_NUM_THREADS=1 in this process: put it back
+    try:
+        with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                      dashboard_address=None, silence_logs=logging.ERROR) as cluster, \
+                distributed.Client(cluster) as client:
+            pids = set(client.run(os.getpid, wait=True).values())
+            there = run_sweep(sweep_trial, [1e-3, 1e-2], seeds=[0, 1, 2], extra=extra,
+                              executor=client.get_executor(), results=path)
+    finally:
+        os.environ.clear()
+        os.environ.update(environ)
     assert len(pids) == 2 and os.getpid() not in pids
     here = run_sweep(sweep_trial, [1e-3, 1e-2], seeds=[0, 1, 2], extra=extra)
     np.testing.assert_allclose(there.val_loss, here.val_loss, rtol=1e-5)  # threads may reorder sums
