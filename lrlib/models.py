@@ -288,7 +288,9 @@ class TransformerClassifier(nn.Module):
 class LoRALinear(nn.Module):
     """A frozen ``nn.Linear`` plus a trainable low-rank correction (LoRA, Hu et al. 2022).
 
-    .. math:: y = W x + b + \\frac{\\alpha}{r} B A x
+    .. math:: y = W x + b + s\\, B A x, \\qquad s = \\frac{\\alpha}{r}
+        \\ \\text{(LoRA)} \\quad\\text{or}\\quad s = \\frac{\\alpha}{\\sqrt r}
+        \\ \\text{(rank-stabilised LoRA, Kalajdzievski 2023)}
 
     with :math:`A \\in \\mathbb R^{r \\times d_{in}}` initialised like a Linear layer and
     :math:`B \\in \\mathbb R^{d_{out} \\times r}` initialised to zero, so the wrapped layer
@@ -299,17 +301,19 @@ class LoRALinear(nn.Module):
     Args:
         base: the layer to adapt (its weight and bias are frozen).
         rank: :math:`r` (>= 1).
-        alpha: the scale :math:`\\alpha` (> 0); the update is scaled by :math:`\\alpha / r`.
+        alpha: the scale :math:`\\alpha` (> 0).
+        rslora: scale the update by :math:`\\alpha/\\sqrt r` instead of :math:`\\alpha / r`
+            (peft's ``use_rslora``), so that its size does not shrink as the rank grows.
     """
 
-    def __init__(self, base: nn.Linear, rank: int = 4, alpha: float = 8.0):
+    def __init__(self, base: nn.Linear, rank: int = 4, alpha: float = 8.0, rslora: bool = False):
         super().__init__()
         if not isinstance(base, nn.Linear):
             raise TypeError(f"base must be an nn.Linear, got {type(base).__name__}")
         self.rank = check_int("rank", rank, 1)
         if not alpha > 0:
             raise ValueError(f"alpha must be > 0, got {alpha}")
-        self.scale = alpha / rank
+        self.scale = alpha / (math.sqrt(rank) if rslora else rank)
         self.base = base
         for p in self.base.parameters():
             p.requires_grad_(False)
@@ -326,9 +330,10 @@ class LoRALinear(nn.Module):
 
 
 def add_lora(model: nn.Module, rank: int = 4, alpha: float = 8.0, targets: Sequence[str] = ("qkv", "proj"),
-             train: Sequence[str] = ("head",)) -> nn.Module:
+             train: Sequence[str] = ("head",), rslora: bool = False) -> nn.Module:
     """Freeze ``model`` and wrap every ``nn.Linear`` whose attribute name is in ``targets`` in a
-    :class:`LoRALinear`; the submodules named in ``train`` (a new task's head) stay trainable.
+    :class:`LoRALinear` (``rank``, ``alpha``, ``rslora``); the submodules named in ``train`` (a
+    new task's head) stay trainable.
 
     Returns the same model, changed in place. Raises ``ValueError`` when no layer matched.
     """
@@ -338,7 +343,7 @@ def add_lora(model: nn.Module, rank: int = 4, alpha: float = 8.0, targets: Seque
     for module in list(model.modules()):
         for name, child in list(module.named_children()):
             if name in targets and isinstance(child, nn.Linear):
-                setattr(module, name, LoRALinear(child, rank, alpha))
+                setattr(module, name, LoRALinear(child, rank, alpha, rslora))
                 wrapped += 1
     if not wrapped:
         raise ValueError(f"no nn.Linear named one of {tuple(targets)} in the model")

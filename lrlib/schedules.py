@@ -431,6 +431,38 @@ def _warmup_factor(t: np.ndarray, warmup_steps: int) -> np.ndarray:
     return t / max(1, warmup_steps)
 
 
+def slanted_triangular(lr: float, total_steps: int, cut_frac: float = 0.1, ratio: float = 32.0) -> Schedule:
+    """ULMFiT's slanted triangular rate (Howard & Ruder, 2018, eq. 3): a short linear climb, a long
+    linear descent.
+
+    With :math:`c = \\lfloor T \\cdot \\text{cut\\_frac} \\rfloor`,
+    :math:`p = t/c` for :math:`t < c` and :math:`p = 1 - (t - c)/(c\\,(1/\\text{cut\\_frac} - 1))`
+    after, :math:`\\eta_t = \\eta\\,(1 + p\\,(\\text{ratio} - 1))/\\text{ratio}`: from
+    :math:`\\eta/\\text{ratio}` up to :math:`\\eta` at step :math:`c` (at least 1), back down
+    to :math:`\\eta/\\text{ratio}` by :math:`T`, and held there (when :math:`T \\cdot
+    \\text{cut\\_frac}` is not whole the descent ends a step or so early). The paper uses
+    ``cut_frac=0.1``, ``ratio=32``.
+
+    >>> s = slanted_triangular(32.0, total_steps=20, cut_frac=0.1, ratio=32)
+    >>> [round(s(t), 2) for t in (0, 1, 2, 11, 20)]
+    [1.0, 16.5, 32.0, 16.5, 1.0]
+    """
+    lr, T = _lr("lr", lr), _steps("total_steps", total_steps)
+    cut_frac = _fraction("cut_frac", cut_frac)
+    if not 0 < cut_frac < 1:
+        raise ValueError(f"cut_frac must be in (0, 1), got {cut_frac}")
+    if not ratio >= 1:
+        raise ValueError(f"ratio must be >= 1, got {ratio}")
+    cut = max(1, math.floor(T * cut_frac))
+
+    def curve(t: np.ndarray) -> np.ndarray:
+        p = np.where(t < cut, t / cut, 1 - (t - cut) / (cut * (1 / cut_frac - 1)))
+        return lr * (1 + np.maximum(p, 0.0) * (ratio - 1)) / ratio
+
+    return Schedule("slanted_triangular", curve,
+                    {"lr": lr, "total_steps": T, "cut_frac": cut_frac, "ratio": ratio}, lr)
+
+
 def warmup_constant(lr: float, warmup_steps: int) -> Schedule:
     """Linear warmup from 0 to :math:`\\eta` over :math:`W` steps, then :math:`\\eta` for good.
 
@@ -633,5 +665,5 @@ def sequential(schedules: Sequence[Schedule], milestones: Sequence[int]) -> Sche
 
 
 __all__ = ["Schedule", "ScheduleLR", "constant", "step_decay", "multistep", "exponential", "inverse_time",
-           "cosine", "polynomial", "cyclic", "one_cycle", "sgdr", "warmup_constant", "warmup_linear",
-           "warmup_cosine", "inverse_sqrt", "wsd", "warmup", "sequential"]
+           "cosine", "polynomial", "cyclic", "one_cycle", "sgdr", "slanted_triangular", "warmup_constant",
+           "warmup_linear", "warmup_cosine", "inverse_sqrt", "wsd", "warmup", "sequential"]

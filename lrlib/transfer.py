@@ -31,6 +31,8 @@ from lrlib.param_groups import layerwise_lr_groups
 from lrlib.training import TrainingRun, evaluate, train
 
 METHODS = ("full", "head", "layerwise", "lora")
+#: The fine-tuning schedules a config can name (``"schedule"``); see :func:`finetune_schedule`.
+FINETUNE_SCHEDULES = ("warmup_cosine", "warmup_linear", "constant", "stlr")
 ARCH = {"d_model": 32, "n_heads": 4, "n_layers": 4, "norm_first": True}
 
 
@@ -59,8 +61,8 @@ def digit_task(classes: range, per_class: int | None = None, seed: int = 0) -> S
 
 
 def pretrain(path: str | Path, steps: int = 400, lr: float = 3e-3, seed: int = 0) -> dict[str, float]:
-    """Train the body on digits 0-4 (Adam, warmup then cosine), save its ``state_dict`` to ``path``,
-    and return its validation and test loss and accuracy on 0-4."""
+    """Train the body on digits 0-4 (Adam, batch 64, 10% warmup then cosine), save its
+    ``state_dict`` to ``path``, and return its validation and test loss and accuracy on 0-4."""
     data = digit_task(range(5))
     torch.manual_seed(seed)
     model = TransformerClassifier(n_classes=5, **ARCH)
@@ -70,6 +72,36 @@ def pretrain(path: str | Path, steps: int = 400, lr: float = 3e-3, seed: int = 0
           scheduler=sched)
     torch.save(model.state_dict(), path)
     return _evaluate(model, data)
+
+
+def pretrain_batch(lrs: Sequence[float], seeds: Sequence[int], paths: Sequence[str | Path],
+                   steps: int = 400) -> list[dict[str, float]]:
+    """:func:`pretrain` for many (rate, seed) pairs at once, as one batched model.
+
+    Copy ``k`` is ``pretrain(paths[k], steps, lrs[k], seeds[k])`` to float32 reassociation
+    (the tests check it): same initial weights, batches and schedule; its ``state_dict`` is
+    saved to ``paths[k]``. Returns one :func:`pretrain` result per copy, in order.
+    """
+    if not len(lrs) == len(seeds) == len(paths) > 0:
+        raise ValueError(f"lrs, seeds and paths must have one entry per copy (>= 1), got "
+                         f"{len(lrs)}, {len(seeds)} and {len(paths)}")
+    steps = check_int("steps", steps, minimum=1)
+    data = digit_task(range(5))
+    members = []
+    for seed in seeds:
+        torch.manual_seed(int(seed))
+        members.append(TransformerClassifier(n_classes=5, **ARCH))
+    model = BatchedModel(members)
+    rates = np.stack([schedules.warmup_cosine(lr, steps // 10, steps)(np.arange(steps)) for lr in lrs])
+    opt = BatchedAdam(list(model.parameters()), rates[:, 0])
+    streams = [minibatches(data.x_train, data.y_train, 64, steps=steps, seed=int(s)) for s in seeds]
+    train_copies(model, opt, streams, rates)
+    val, test = evaluate(model, data.x_val, data.y_val), evaluate(model, data.x_test, data.y_test)
+    for k, path in enumerate(paths):
+        torch.save(model.member(k, TransformerClassifier(n_classes=5, **ARCH)).state_dict(), path)
+    return [{"val_loss": float(val.loss[k]), "val_acc": float(val.accuracy[k]),
+             "test_loss": float(test.loss[k]), "test_acc": float(test.accuracy[k])}
+            for k in range(len(paths))]
 
 
 @lru_cache(maxsize=4)
@@ -108,7 +140,8 @@ def _finetune_setup(config: dict[str, Any]) -> _Setup:
         for name, p in model.named_parameters():
             p.requires_grad_(name.startswith("head."))
     elif method == "lora":
-        add_lora(model, rank=config.get("rank", 4), targets=("qkv", "proj", "ff_in", "ff_out"))
+        add_lora(model, rank=config.get("rank", 4), alpha=config.get("alpha", 8.0),
+                 targets=("qkv", "proj", "ff_in", "ff_out"), rslora=bool(config.get("rslora", False)))
     if method == "layerwise":
         groups = layerwise_lr_groups(model, lr, config.get("decay", 0.7))
     else:
@@ -116,8 +149,32 @@ def _finetune_setup(config: dict[str, Any]) -> _Setup:
     return _Setup(lr, seed, steps, data, model, groups)
 
 
-def _finetune_schedule(lr: float, steps: int) -> schedules.Schedule:
-    return schedules.warmup_cosine(lr, max(1, steps // 10), steps)
+def finetune_schedule(config: dict[str, Any]) -> schedules.Schedule:
+    """The rate schedule of a fine-tuning config, from its ``lr``, ``steps`` (150) and
+    ``schedule``:
+
+    - ``"warmup_cosine"`` (the default): a linear warmup over the fraction ``warmup`` (0.1) of
+      the steps (at least one), then cosine to 0;
+    - ``"warmup_linear"``: BERT's, the same warmup then linear decay to 0 (``warmup=0``: no
+      warmup);
+    - ``"constant"``: the rate throughout, as in the notes' SST-5 sweep;
+    - ``"stlr"``: ULMFiT's :func:`~lrlib.schedules.slanted_triangular` (10% up, ratio 32).
+    """
+    lr, steps = float(config["lr"]), check_int("steps", config.get("steps", 150), minimum=1)
+    name = config.get("schedule", "warmup_cosine")
+    if name not in FINETUNE_SCHEDULES:
+        raise ValueError(f"schedule must be one of {FINETUNE_SCHEDULES}, got {name!r}")
+    warmup = float(config.get("warmup", 0.1))
+    if not 0 <= warmup < 1:
+        raise ValueError(f"warmup must be a fraction in [0, 1), got {warmup}")
+    if name == "constant":
+        return schedules.constant(lr)
+    if name == "stlr":
+        return schedules.slanted_triangular(lr, steps)
+    warmup_steps = int(warmup * steps + 1e-9)  # floor: 10% of 15 steps is 1
+    if name == "warmup_linear":
+        return schedules.warmup_linear(lr, warmup_steps, steps)
+    return schedules.warmup_cosine(lr, max(1, warmup_steps), steps)
 
 
 def _outcome(held_out: dict[str, float], run: TrainingRun) -> dict[str, float]:
@@ -135,8 +192,10 @@ def finetune_trial(config: dict[str, Any]) -> dict[str, float]:
     Keys: ``lr`` (the peak rate; the top layer's for ``"layerwise"``), ``seed`` (the new head,
     the few-shot subset and the batch order), ``method`` (one of :data:`METHODS`),
     ``pretrained`` (the file :func:`pretrain` wrote), and optionally ``steps`` (150),
-    ``per_class`` (20 training images per class), ``decay`` (0.7, for ``"layerwise"``),
-    ``rank`` (4, for ``"lora"``). Adam, 10% warmup then cosine.
+    ``per_class`` (20 training images per class), ``decay`` (0.7, for ``"layerwise"``: each
+    layer's rate that of the layer above times ``decay``; ULMFiT's 2.6 is ``decay=1/2.6``),
+    ``rank`` (4), ``alpha`` (8) and ``rslora`` (False) for ``"lora"``, and ``schedule`` and
+    ``warmup`` (:func:`finetune_schedule`; default 10% warmup then cosine). Adam, batch 32.
 
     Returns ``val_loss`` and ``val_acc`` (select on these), ``test_loss`` and ``test_acc``
     (report these once, for what was selected) on 5-9, and the ``train_loss`` of the last 10%
@@ -144,7 +203,7 @@ def finetune_trial(config: dict[str, Any]) -> dict[str, float]:
     """
     setup = _finetune_setup(config)
     opt = torch.optim.Adam(setup.groups, lr=setup.lr)
-    sched = _finetune_schedule(setup.lr, setup.steps).attach(opt)
+    sched = finetune_schedule(config).attach(opt)
     data = setup.data
     batches = minibatches(data.x_train, data.y_train, 32, steps=setup.steps, seed=setup.seed)
     run = train(setup.model, opt, batches, F.cross_entropy, scheduler=sched)
@@ -172,7 +231,7 @@ def finetune_batch(configs: Sequence[dict[str, Any]]) -> list[dict[str, float]]:
     top = max(g["lr"] for g in first.groups)
     ratio = {id(p): g["lr"] / top for g in first.groups for p in g["params"]}
     scales = [ratio[id(p)] for p in first.model.parameters() if p.requires_grad]
-    rates = np.stack([_finetune_schedule(s.lr, steps)(np.arange(steps)) for s in setups])
+    rates = np.stack([finetune_schedule(c)(np.arange(steps)) for c in configs])
     opt = BatchedAdam([p for p in model.parameters() if p.requires_grad], rates[:, 0], scales=scales)
     streams = [minibatches(s.data.x_train, s.data.y_train, 32, steps=steps, seed=s.seed) for s in setups]
     runs = train_copies(model, opt, streams, rates)

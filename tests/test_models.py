@@ -197,6 +197,27 @@ def test_lora_starts_as_the_base_layer_and_trains_only_its_factors():
     torch.testing.assert_close(lora.merged_weight(), base.weight + 2.0 * lora.lora_b @ lora.lora_a)
 
 
+@pytest.mark.parametrize("rank,alpha,rslora", [(1, 8.0, False), (4, 8.0, False), (16, 8.0, False),
+                                               (4, 8.0, True), (16, 2.0, True)])
+def test_lora_and_rslora_compute_what_peft_computes(rank, alpha, rslora):
+    """Oracle: peft's LoRA layer (use_rslora: alpha / sqrt(r)) on the same base weights and factors."""
+    peft = pytest.importorskip("peft")
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(12, 6))
+    ours = LoRALinear(copy.deepcopy(net[0]), rank=rank, alpha=alpha, rslora=rslora)
+    theirs = peft.get_peft_model(copy.deepcopy(net), peft.LoraConfig(
+        r=rank, lora_alpha=alpha, use_rslora=rslora, target_modules=["0"], lora_dropout=0.0))
+    layer = theirs.base_model.model[0]
+    with torch.no_grad():
+        ours.lora_b.normal_()
+        layer.lora_A["default"].weight.copy_(ours.lora_a)
+        layer.lora_B["default"].weight.copy_(ours.lora_b)
+    assert ours.scale == pytest.approx(layer.scaling["default"], rel=1e-12)
+    x = torch.randn(5, 12)
+    torch.testing.assert_close(ours(x), theirs(x), rtol=1e-6, atol=1e-6)
+    assert count_parameters(ours) == sum(p.numel() for p in theirs.parameters() if p.requires_grad)
+
+
 def test_add_lora_wraps_the_targets_and_freezes_the_rest():
     torch.manual_seed(0)
     model = TransformerClassifier(d_model=16, n_layers=2)

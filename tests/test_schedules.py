@@ -123,6 +123,24 @@ def test_sgdr_is_cosineannealingwarmrestarts(lr, T_0, T_mult, min_frac):  # noqa
 
 
 @HYP
+@given(lrs, st.integers(10, 400), st.floats(0.05, 0.5), st.floats(1.0, 64.0))
+def test_slanted_triangular_is_ulmfits_equation_3(lr, T, cut_frac, ratio):
+    """Oracle: Howard & Ruder's eq. 3 written out step by step (the cut at least one step, and
+    the rate held at its floor where T * cut_frac is not whole and p would go negative)."""
+    cut = max(1, math.floor(T * cut_frac))
+    expected = []
+    for t in range(T + 1):
+        p = t / cut if t < cut else 1 - (t - cut) / (cut * (1 / cut_frac - 1))
+        expected.append(lr * (1 + max(p, 0.0) * (ratio - 1)) / ratio)
+    ours = S.slanted_triangular(lr, T, cut_frac, ratio)(np.arange(T + 1))
+    np.testing.assert_allclose(ours, expected, rtol=1e-12)
+    assert ours[0] == pytest.approx(lr / ratio) and ours[cut] == pytest.approx(lr)
+    assert ours.min() >= lr / ratio * (1 - 1e-12)
+    if ratio > 1:
+        assert ours.argmax() == cut
+
+
+@HYP
 @given(lrs, st.integers(0, 50))
 def test_warmup_constant_is_transformers(lr, W):
     expected = torch_lrs(lambda o: transformers_optimization.get_constant_schedule_with_warmup(o, W),
@@ -202,7 +220,8 @@ def test_the_seeds_recipe_linear_then_cosine_through_sequentiallr():
 EVERY_FACTORY = [
     S.constant(0.1), S.step_decay(0.1, 7), S.multistep(0.1, [5, 20]), S.exponential(0.1, 0.97),
     S.cosine(0.1, 80, 1e-3), S.polynomial(0.1, 80, 2.0), S.cyclic(0.01, 0.1, 9), S.one_cycle(0.1, 100),
-    S.sgdr(0.1, 10, 2), S.warmup_constant(0.1, 10), S.warmup_linear(0.1, 10, 100),
+    S.sgdr(0.1, 10, 2), S.slanted_triangular(0.1, 100), S.warmup_constant(0.1, 10),
+    S.warmup_linear(0.1, 10, 100),
     S.warmup_cosine(0.1, 10, 100, 1e-3),
     S.inverse_sqrt(64, 10), S.wsd(0.1, 10, 40, 30, 1e-3, "1-sqrt"), S.inverse_time(0.1, 20, 0.5),
     S.warmup(S.cosine(0.1, 90), 10), S.sequential([S.constant(0.1), S.exponential(0.1, 0.9)], [50]),
@@ -317,6 +336,8 @@ def test_plot_labels_its_axes():
     (lambda: S.inverse_time(0.1, 0), "decay_steps must be >= 1"),
     (lambda: S.inverse_time(0.1, 10, power=0.0), "power must be > 0"),
     (lambda: S.warmup_constant(0.1, -1), "warmup_steps must be >= 0"),
+    (lambda: S.slanted_triangular(0.1, 100, cut_frac=1.0), r"cut_frac must be in \(0, 1\)"),
+    (lambda: S.slanted_triangular(0.1, 100, ratio=0.5), "ratio must be >= 1"),
 ])
 def test_bad_arguments_name_the_argument(make, match):
     with pytest.raises(ValueError, match=match):

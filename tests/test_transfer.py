@@ -2,11 +2,21 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
+from lrlib import schedules as S
 from lrlib.models import count_parameters
-from lrlib.transfer import METHODS, digit_task, finetune_batch, finetune_trial, pretrain
+from lrlib.transfer import (
+    METHODS,
+    digit_task,
+    finetune_batch,
+    finetune_schedule,
+    finetune_trial,
+    pretrain,
+    pretrain_batch,
+)
 
 
 def test_digit_tasks_are_relabelled_subsets():
@@ -79,3 +89,59 @@ def test_a_batch_needs_configs_that_differ_only_in_rate_and_seed(weights):
     with pytest.raises(ValueError, match="configs must differ in lr and seed only"):
         finetune_batch(configs)
     assert finetune_batch([]) == []
+
+
+@pytest.mark.parametrize("extra,expected", [
+    ({}, S.warmup_cosine(0.01, 4, 40)),
+    ({"warmup": 0.25}, S.warmup_cosine(0.01, 10, 40)),
+    ({"schedule": "warmup_linear"}, S.warmup_linear(0.01, 4, 40)),
+    ({"schedule": "warmup_linear", "warmup": 0.0}, S.polynomial(0.01, 40)),
+    ({"schedule": "constant"}, S.constant(0.01)),
+    ({"schedule": "stlr"}, S.slanted_triangular(0.01, 40, 0.1, 32)),
+], ids=["default", "warmup 25%", "bert", "linear, no warmup", "constant", "stlr"])
+def test_finetune_schedule_names_the_schedules_it_says(extra, expected):
+    ours = finetune_schedule({"lr": 0.01, "steps": 40, **extra})
+    np.testing.assert_allclose(ours(np.arange(41)), expected(np.arange(41)), rtol=1e-12, atol=1e-15)
+
+
+def test_finetune_schedule_rejects_bad_names_and_warmups():
+    with pytest.raises(ValueError, match="schedule must be one of"):
+        finetune_schedule({"lr": 0.01, "schedule": "onecycle"})
+    with pytest.raises(ValueError, match=r"warmup must be a fraction in \[0, 1\), got 1.0"):
+        finetune_schedule({"lr": 0.01, "warmup": 1.0})
+
+
+@pytest.mark.parametrize("method,extra", [
+    ("full", {"schedule": "stlr"}), ("full", {"schedule": "constant"}),
+    ("layerwise", {"decay": 1 / 2.6}), ("lora", {"rank": 16, "alpha": 8.0, "rslora": True}),
+], ids=["stlr", "constant", "discriminative 2.6", "rslora r16"])
+def test_the_recipes_batch_as_their_trials_run(method, extra, weights):
+    """Oracle: finetune_trial (torch.optim.Adam with an attached schedule and param groups)."""
+    configs = [{"lr": lr, "seed": seed, "method": method, "pretrained": str(weights), "steps": 12, **extra}
+               for lr, seed in ((3e-3, 0), (3e-2, 1))]
+    for config, batched in zip(configs, finetune_batch(configs)):
+        assert batched == pytest.approx(finetune_trial(config), rel=5e-4), config
+
+
+def test_rslora_changes_the_run_and_alpha_over_rank_is_what_matters(weights):
+    """LoRA's update is scaled by alpha / r: (r=4, alpha=8) and (r=4, rslora, alpha=4) share the
+    scale 2 and so the same run; rslora at alpha=8 (scale 4) does not."""
+    base = {"lr": 1e-2, "seed": 0, "method": "lora", "pretrained": str(weights), "steps": 10}
+    plain = finetune_trial({**base, "alpha": 8.0})
+    same_scale = finetune_trial({**base, "alpha": 4.0, "rslora": True})
+    assert same_scale == pytest.approx(plain, rel=1e-6)
+    assert finetune_trial({**base, "alpha": 8.0, "rslora": True})["val_loss"] != plain["val_loss"]
+
+
+def test_a_batch_of_pretrainings_equals_each_pretraining_alone(tmp_path):
+    lrs, seeds = [3e-3, 1e-2], [0, 1]
+    paths = [tmp_path / f"batched{k}.pt" for k in range(2)]
+    together = pretrain_batch(lrs, seeds, paths, steps=25)
+    for k, (lr, seed) in enumerate(zip(lrs, seeds)):
+        alone = pretrain(tmp_path / f"alone{k}.pt", steps=25, lr=lr, seed=seed)
+        assert together[k] == pytest.approx(alone, rel=5e-4)
+        ours, theirs = torch.load(paths[k]), torch.load(tmp_path / f"alone{k}.pt")
+        for name in theirs:
+            torch.testing.assert_close(ours[name], theirs[name], rtol=1e-2, atol=1e-3)  # float32 sums
+    with pytest.raises(ValueError, match="one entry per copy"):
+        pretrain_batch([1e-3], [0, 1], paths)
