@@ -29,6 +29,7 @@ from pathlib import Path
 
 import nbformat
 
+from lrgrade.delegation import find_delegations
 from lrgrade.kernel import Kernel, oracle_modules, own_event_loop
 from lrgrade.sandbox import Limits
 from lrgrade.submission import nbgrader_meta
@@ -122,6 +123,7 @@ def grade_notebook(nb: nbformat.NotebookNode, *, limits: Limits | None = None, c
             if status in ("timeout", "dead"):
                 raise _GiveUp  # the cells that ran fine before now break it: it was sabotaged
 
+    delegated = find_delegations(nb)  # parts handed to lrlib's own implementation score 0
     oracles = oracle_modules("\n".join(c.source for c in nb.cells if c.cell_type == "code"
                                         and not nbgrader_meta(c).get("solution")))
     try:
@@ -146,6 +148,12 @@ def grade_notebook(nb: nbformat.NotebookNode, *, limits: Limits | None = None, c
                 if found:
                     verdict = f"tampered ({', '.join(found[:6])}{', ...' if len(found) > 6 else ''})"
                     result.notes.append(f"{meta['grade_id']}: {verdict}")
+                elif meta["grade_id"] in delegated:
+                    passed, verdict = False, "not own work"
+                    result.notes.append(f"{meta['grade_id']}: scored 0, the answer "
+                                        f"{delegated[meta['grade_id']]}")
+                    run.output += (f"[grader] this part scores 0: the answer {delegated[meta['grade_id']]}, "
+                                   "which this part asks you to write yourself\n")
                 elif passed:
                     verdict = "passed"
                 elif status in ("ok", "error"):
@@ -158,7 +166,8 @@ def grade_notebook(nb: nbformat.NotebookNode, *, limits: Limits | None = None, c
                 result.cells.append(CellResult(meta["grade_id"], earned, points, verdict, run.output))
                 result.outputs[index] = run.output
                 if status in ("timeout", "dead") and not (status == "timeout" and kernel.interrupt()):
-                    del history[part_start:]  # this part's answers broke the kernel: leave them out
+                    # this part's answers broke the kernel: leave them out, keep the instructor's cells
+                    history[part_start:] = [h for h in history[part_start:] if h[0]]
                     restart()
                 part_start = len(history)
                 continue
@@ -206,6 +215,8 @@ _VERDICTS = {
     "timeout": "this test ran past the time limit per cell",
     "dead": "the kernel died while this test ran (os._exit, a crash, or the memory limit)",
     "not run": "this test was not run: the notebook ran out of time, or the kernel kept dying",
+    "not own work": "the answer hands this part to the implementation it asks you to write "
+                    "(see the line above)",
 }
 
 

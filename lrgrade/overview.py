@@ -13,14 +13,26 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+#: The kinds of graded part, by the prefix of the test cell's ``grade_id`` ("predict-steps").
+KINDS = {
+    "implement": "write a piece of the method by hand",
+    "predict": "compute a number from the theory, before running anything",
+    "measure": "run the experiment that checks a prediction",
+    "decide": "make the chapter's decision from your own runs",
+    "explain": "a written answer, graded by hand",
+}
+
 
 @dataclass
 class ExercisePart:
-    """One graded part of an exercise: its heading, the answers the student writes, its points."""
+    """One graded part of an exercise: its heading, the answers the student writes, its points,
+    and its kind (``implement``, ``predict``, ``measure``, ``decide``, ``explain``), read from the
+    test cell's ``grade_id``."""
 
     title: str
     answers: list[str]
     points: float
+    kind: str = ""
 
 
 @dataclass
@@ -31,17 +43,26 @@ class ExerciseOverview:
     title: str
     goals: str
     parts: list[ExercisePart] = field(default_factory=list)
+    time: str = ""  # the "**Time.**" paragraph of the introduction, without its label
 
     @property
     def total_points(self) -> float:
         return sum(part.points for part in self.parts)
 
+    def kinds(self) -> dict[str, int]:
+        """How many parts of each kind, in :data:`KINDS` order."""
+        return {k: n for k in KINDS if (n := sum(p.kind == k for p in self.parts))}
+
     def to_markdown(self) -> str:
-        """The goals and a table of the parts and their points, as Markdown."""
-        rows = [f"| {i} | {p.title} | {', '.join(f'`{a}`' for a in p.answers)} | {p.points:g} |"
+        """The goals, the time, and a table of the parts with their kinds and points, as Markdown."""
+        rows = [f"| {i} | {p.kind} | {p.title} | {', '.join(f'`{a}`' for a in p.answers)} | {p.points:g} |"
                 for i, p in enumerate(self.parts, 1)]
-        return "\n".join([self.goals, "", "| part | what you do | you write | points |", "|---|---|---|---|",
-                          *rows, f"| | **total** | | **{self.total_points:g}** |"])
+        mix = ", ".join(f"{n} {k}" for k, n in self.kinds().items())
+        head = [self.goals, ""] + ([f"**Time:** {self.time}", ""] if self.time else [])
+        head += [f"**Parts:** {mix}.", ""] if mix else []
+        return "\n".join([*head,
+                          "| part | kind | what you do | you write | points |", "|---|---|---|---|---|",
+                          *rows, f"| | | **total** | | **{self.total_points:g}** |"])
 
 
 def describe_exercise(path: str | Path) -> ExerciseOverview:
@@ -50,7 +71,9 @@ def describe_exercise(path: str | Path) -> ExerciseOverview:
     The points come from the nbgrader metadata of the test cells (what the grader uses),
     the part titles from the ``## Part N: ...`` heading above them (without the "(k points)"
     the heading repeats), the goals from the first Markdown cell up to its first bold
-    "**How to work.**"-style paragraph. Used by the book's exercise pages (see "For instructors").
+    "**How to work.**"-style paragraph, the time from its "**Time.**" paragraph, each part's
+    kind from its test cell's ``grade_id`` prefix (see :data:`KINDS`). Used by the book's exercise
+    pages (see "For instructors").
 
     Raises ``ValueError`` naming the file when it has no graded cell.
     """
@@ -63,6 +86,7 @@ def describe_exercise(path: str | Path) -> ExerciseOverview:
     title = lines[0].lstrip("# ").strip() if lines and lines[0].startswith("#") else path.stem
     paragraphs = "\n".join(lines[1:]).strip().split("\n\n")
     goals = "\n\n".join(p for p in itertools.takewhile(lambda p: not p.startswith("**"), paragraphs))
+    time = next((p.split("**", 2)[2].strip() for p in paragraphs if p.startswith("**Time.**")), "")
     parts: list[ExercisePart] = []
     heading, answers = "", []
     for cell in nb.cells:
@@ -73,8 +97,10 @@ def describe_exercise(path: str | Path) -> ExerciseOverview:
         elif meta.get("solution"):
             answers.append(meta["grade_id"])
         elif meta.get("grade"):
-            parts.append(ExercisePart(heading, answers, float(meta.get("points", 0))))
+            kind = meta["grade_id"].split("-", 1)[0]
+            parts.append(ExercisePart(heading, answers, float(meta.get("points", 0)),
+                                      kind if kind in KINDS else ""))
             answers = []
     if not parts:
         raise ValueError(f"path: {path} has no graded cell (nbgrader 'grade' metadata); is it an exercise?")
-    return ExerciseOverview(path.stem, title, goals, parts)
+    return ExerciseOverview(path.stem, title, goals, parts, time)

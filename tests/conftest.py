@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
 import os
 import time
@@ -10,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import nbformat
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -164,7 +166,8 @@ class ExerciseCells:
     """An assignment's solution notebook, cut into cells by grade id, to exec test cells in-process."""
 
     def __init__(self, assignment: str):
-        nb = nbformat.read(solution_notebook(assignment), as_version=4)
+        self._base: dict | None = None
+        self.nb = nb = nbformat.read(solution_notebook(assignment), as_version=4)
         self.cells = {c.metadata["nbgrader"]["grade_id"]: c.source for c in nb.cells}
         # answers and the locked code cells that give data, in notebook order (setup and tests excluded)
         self.answers = [c.metadata["nbgrader"]["grade_id"] for c in nb.cells
@@ -173,12 +176,31 @@ class ExerciseCells:
         self.tests = [c.metadata["nbgrader"]["grade_id"] for c in nb.cells
                       if c.metadata["nbgrader"].get("grade")]
 
-    def namespace(self, **wrong) -> dict:
-        """Run the setup and every other code cell but the tests, then swap in the wrong answers given."""
+    def notebook(self, **answers: str) -> nbformat.NotebookNode:
+        """The solution notebook with the given answer cells' sources (grade_id -> code) swapped in."""
+        nb = copy.deepcopy(self.nb)
+        for cell in nb.cells:
+            cell.source = answers.get(cell.metadata["nbgrader"]["grade_id"], cell.source)
+        return nb
+
+    def namespace_of(self, **answers: str) -> dict:
+        """Run the setup and the code cells, with the given answer cells' sources swapped in."""
         ns: dict = {"DEVICE": "cpu"}
         exec(self.cells["setup"], ns)
         for part in self.answers:
-            exec(self.cells[part], ns)
+            exec(answers.get(part, self.cells[part]), ns)
+        return ns
+
+    def namespace(self, **wrong) -> dict:
+        """The setup and every other code cell but the tests, run once, with the wrong answers given
+        swapped in. Each call gets its own copy of the data (models, tensors, arrays), so a wrong
+        answer that changes them in place cannot leak into the next test; the solution's functions
+        still call the solution's helpers, so a swapped helper is tested through its own name."""
+        if self._base is None:
+            self._base = self.namespace_of()
+        data = (torch.nn.Module, torch.Tensor, np.ndarray, list, dict)
+        ns = {k: copy.deepcopy(v) if isinstance(v, data) and not k.startswith("__") else v
+              for k, v in self._base.items()}
         ns.update(wrong)
         return ns
 

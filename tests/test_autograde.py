@@ -16,7 +16,8 @@ needs_sandbox = pytest.mark.skipif(not AVAILABLE, reason=f"no isolation here: {W
 NAME = "ch01_update_rule"
 SOURCE = nbformat.read(ROOT / "solutions" / NAME / f"{NAME}.ipynb", as_version=4)
 RELEASE = nbformat.read(ROOT / "exercises" / NAME / f"{NAME}.ipynb", as_version=4)
-PARTS = {"test-update": 2, "test-run_descent": 3, "test-layer_params": 3, "test-relative_update": 2}
+PARTS = {"implement-update": 2, "implement-relative_update": 2, "predict-first_step": 2,
+         "measure-first_step": 2, "decide-adam_lr": 2}
 
 
 def submission(**answers):
@@ -49,7 +50,7 @@ def test_assemble_takes_only_answers_from_the_student():
         if meta.get("grade"):
             cell.source = "pass"
             meta["points"] = 100
-    nb.cells = [c for c in nb.cells if c.metadata["nbgrader"]["grade_id"] != "test-layer_params"]
+    nb.cells = [c for c in nb.cells if c.metadata["nbgrader"]["grade_id"] != "predict-first_step"]
     assembled, notes = assemble(SOURCE, nb, RELEASE)
     tests = [c for c in assembled.cells if c.metadata["nbgrader"].get("grade")]
     originals = [c.source for c in SOURCE.cells if c.metadata["nbgrader"].get("grade")]
@@ -80,38 +81,53 @@ def test_the_solution_scores_full_marks_and_the_release_zero(isolate):
 
 @isolation
 def test_edited_and_deleted_tests_and_changed_metadata_are_ignored(isolate):
-    nb = submission(layer_params="def layer_params(d_model, d_ff):\n    return 0")  # wrong
+    nb = submission(update="def update(theta, grad, lr):\n    return 0")  # wrong
     for cell in nb.cells:
         if cell.metadata["nbgrader"].get("grade"):
             cell.source, cell.metadata["nbgrader"]["points"] = "pass", 100
-    nb.cells = [c for c in nb.cells if c.metadata["nbgrader"]["grade_id"] != "test-relative_update"]
+    nb.cells = [c for c in nb.cells if c.metadata["nbgrader"]["grade_id"] != "decide-adam_lr"]
     for cell in nb.cells:  # an answer relabelled as a test worth 50 points; a test renamed
-        if cell.metadata["nbgrader"]["grade_id"] == "update":
+        if cell.metadata["nbgrader"]["grade_id"] == "relative_update":
             cell.metadata["nbgrader"].update(grade=True, points=50)
-        if cell.metadata["nbgrader"]["grade_id"] == "test-update":
+        if cell.metadata["nbgrader"]["grade_id"] == "implement-relative_update":
             cell.metadata["nbgrader"].update(grade_id="bonus", points=1000)
     scores, _, _ = grade(nb, isolate=isolate)
-    assert scores == {**PARTS, "test-layer_params": 0.0}  # the deleted test was restored and passed
+    assert scores == {**PARTS, "implement-update": 0.0}  # the deleted test was restored and passed
+
+
+def test_an_answer_handed_to_lrlib_scores_0_on_its_part_and_the_feedback_says_why():
+    from lrgrade.notebook import feedback_notebook
+
+    handed = ("from lrlib.update import sgd_step\n\ndef update(theta, grad, lr):\n"
+              "    return sgd_step(theta, grad, lr)")
+    assembled, _ = assemble(SOURCE, submission(update=handed), RELEASE)
+    result = grade_notebook(assembled, cell_timeout=20, uid=61100, isolate=False)
+    scores = {c.grade_id: c.points for c in result.cells}
+    assert scores == {**PARTS, "implement-update": 0.0}, result  # the answer is right: only the check cost it
+    assert "implement-update: scored 0, the answer uses lrlib.update.sgd_step" in result.notes
+    shown = "".join(o.text for c in feedback_notebook(assembled, result).cells for o in c.get("outputs", []))
+    assert "this part scores 0: the answer uses lrlib.update.sgd_step" in shown
+    assert "0 of 2 points: the answer hands this part" in shown
 
 
 @isolation
 @pytest.mark.parametrize("answer", [
-    "def layer_params(d_model, d_ff):\n    while True:\n        pass",  # hangs when the test calls it
+    "def update(theta, grad, lr):\n    while True:\n        pass",  # hangs when the test calls it
     "while True:\n    pass",  # hangs where it is defined
     "import os\nos._exit(0)",  # kills the kernel
     "import sys\nsys.exit()",
 ], ids=["loop in the function", "loop at definition", "os._exit", "sys.exit"])
 def test_a_broken_answer_costs_only_its_part(answer, isolate):
-    scores, result, _ = grade(submission(layer_params=answer), cell_timeout=5, isolate=isolate)
-    assert scores == {**PARTS, "test-layer_params": 0.0}, result
+    scores, result, _ = grade(submission(update=answer), cell_timeout=5, isolate=isolate)
+    assert scores == {**PARTS, "implement-update": 0.0}, result
     # the hang or death was cut short: every later part still ran (none left "not run" by the clock)
     assert all(cell.status != "not run" for cell in result.cells), result
 
 
 def test_an_answer_cell_that_raises_is_named_in_the_notes():
-    scores, result, _ = grade(submission(layer_params="raise ValueError('boom')"), isolate=False)
-    assert scores["test-layer_params"] == 0.0
-    assert "cell 'layer_params' raised ValueError: boom" in result.notes, result.notes
+    scores, result, _ = grade(submission(update="raise ValueError('boom')"), isolate=False)
+    assert scores["implement-update"] == 0.0
+    assert "cell 'update' raised ValueError: boom" in result.notes, result.notes
 
 
 @isolation
@@ -123,9 +139,9 @@ def test_an_answer_cell_that_raises_is_named_in_the_notes():
     "ip = get_ipython()\nip.run_cell = lambda *a, **k: ip.run_cell.__self__",  # a hijacked kernel
 ], ids=["helpers", "builtins", "hooks", "traceback display", "hijacked run_cell"])
 def test_tampering_with_the_machinery_does_not_pass_wrong_answers(tamper, isolate):
-    wrong = "def layer_params(d_model, d_ff):\n    return 0\n" + tamper
-    scores, result, _ = grade(submission(layer_params=wrong), cell_timeout=5, isolate=isolate)
-    assert scores == {**PARTS, "test-layer_params": 0.0}, result  # only the tampering part is lost
+    wrong = "def update(theta, grad, lr):\n    return 0\n" + tamper
+    scores, result, _ = grade(submission(update=wrong), cell_timeout=5, isolate=isolate)
+    assert scores == {**PARTS, "implement-update": 0.0}, result  # only the tampering part is lost
 
 
 #: Code a student could put after a wrong answer to make the tests pass anyway: one per class of
@@ -166,13 +182,13 @@ TAMPERING = {
         "numpy.testing.assert_allclose = lambda *a, **k: None\nmath.isclose = lambda *a, **k: True\n"
         "torch.allclose = lambda *a, **k: True\ntorch.Tensor.__eq__ = lambda *a: True", "isclose"),
     "oracles": (
-        "import sys, torch, lrlib.models\n"
-        "class Empty(torch.nn.Module):  # the real layer, counted by the test, now has no parameters\n"
-        "    def __init__(self, *a, **k):\n"
-        "        super().__init__()\n"
-        "torch.nn.TransformerEncoderLayer = Empty\n"
-        "lrlib.models.transformer_param_count = lambda *a, **k: 0\n"
-        "sys.modules['lrlib.models'] = type(sys)('lrlib.models')", "TransformerEncoderLayer"),
+        "import torch\n"
+        "class Still(torch.optim.SGD):  # the test's oracle now leaves every weight at 0\n"
+        "    def step(self, closure=None):\n"
+        "        for group in self.param_groups:\n"
+        "            for p in group['params']:\n"
+        "                p.data.zero_()\n"
+        "torch.optim.SGD = Still", "torch.optim.SGD"),
 }
 
 
@@ -183,7 +199,7 @@ def test_each_kind_of_tampering_with_the_tests_kernel_is_found_and_costs_its_par
     from lrgrade.classroom import autograde
 
     students = {kind.replace(" ", "_"): submission(
-        layer_params="def layer_params(d_model, d_ff):\n    return 0\n" + code)
+        update="def update(theta, grad, lr):\n    return 0\n" + code)
         for kind, (code, _) in TAMPERING.items()}
     course = _course(tmp_path, {"alice": submission(), **students})
     summary = autograde(course, NAME, workers=2, cell_timeout=10, progress=False, feedback=False,
@@ -191,8 +207,8 @@ def test_each_kind_of_tampering_with_the_tests_kernel_is_found_and_costs_its_par
     assert summary.loc["alice", "score"] == 10.0 and summary.loc["alice", "notes"] == ""
     for kind, (_, seen) in TAMPERING.items():
         row = summary.loc[kind.replace(" ", "_")]
-        assert row.score == 10.0 - PARTS["test-layer_params"], (kind, row.notes)
-        assert "test-layer_params: tampered" in row.notes and seen in row.notes, (kind, row.notes)
+        assert row.score == 10.0 - PARTS["implement-update"], (kind, row.notes)
+        assert "implement-update: tampered" in row.notes and seen in row.notes, (kind, row.notes)
 
 
 FAKE_SUCCESS = """
@@ -209,10 +225,10 @@ get_ipython().run_cell = skip
 def test_a_kernel_hijacked_to_report_success_passes_nothing_it_did_not_run(isolate):
     """Tests never run through run_cell: the hijack is found, put back and charged to its part;
     the answers after it run normally again."""
-    wrong = "def layer_params(d_model, d_ff):\n    return 0\n" + FAKE_SUCCESS
-    scores, result, _ = grade(submission(layer_params=wrong), cell_timeout=5, isolate=isolate)
-    assert scores == {**PARTS, "test-layer_params": 0.0}, result
-    lost = next(c for c in result.cells if c.grade_id == "test-layer_params")
+    wrong = "def update(theta, grad, lr):\n    return 0\n" + FAKE_SUCCESS
+    scores, result, _ = grade(submission(update=wrong), cell_timeout=5, isolate=isolate)
+    assert scores == {**PARTS, "implement-update": 0.0}, result
+    lost = next(c for c in result.cells if c.grade_id == "implement-update")
     assert lost.status.startswith("tampered") and "run_cell" in lost.status, lost
 
 
@@ -258,10 +274,10 @@ def test_one_odd_submission_never_costs_the_class_its_feedback_or_its_grades(tmp
     import csv
     import subprocess
 
-    solution = next(c.source for c in SOURCE.cells if c.metadata["nbgrader"]["grade_id"] == "layer_params")
-    marker = submission(layer_params=solution + "\n# BEGIN HIDDEN TESTS (a student searched for this)\n"
+    solution = next(c.source for c in SOURCE.cells if c.metadata["nbgrader"]["grade_id"] == "update")
+    marker = submission(update=solution + "\n# BEGIN HIDDEN TESTS (a student searched for this)\n"
                                                 "# BEGIN SOLUTION")
-    odd = submission(layer_params=solution + "\nprint('\\udcff\\x00\\x1b[31m' * 3)\nprint('x' * 10**6)")
+    odd = submission(update=solution + "\nprint('\\udcff\\x00\\x1b[31m' * 3)\nprint('x' * 10**6)")
     course = _course(tmp_path, {"alice": submission(), "marker": marker, "odd": odd, "carol": '{"cells": ['})
     run = subprocess.run(["make", "-C", str(ROOT), "autograde", f"COURSE={course}", f"ASSIGNMENT={NAME}",
                           "AUTOGRADE_FLAGS=--workers 2"], capture_output=True, text=True)
@@ -288,7 +304,7 @@ def test_make_autograde_grades_a_class_records_exactly_the_scores_and_writes_fee
     course = _course(tmp_path, {
         "alice": submission(),
         "bob": copy.deepcopy(RELEASE),
-        "eve": submission(layer_params="import os\nos._exit(0)"),
+        "eve": submission(update="import os\nos._exit(0)"),
         "mallory": _tests_deleted_and_points_changed(),
         "dave": nbformat.read(ROOT / "exercises" / "ch02_too_big_too_small" / "ch02_too_big_too_small.ipynb",
                               as_version=4),
@@ -299,7 +315,7 @@ def test_make_autograde_grades_a_class_records_exactly_the_scores_and_writes_fee
     assert run.returncode == 0, run.stdout + run.stderr
     assert "6 submissions: 4 graded, 0 graded with a timeout, 2 failed" in run.stdout, run.stdout
     assert "not a valid notebook" in run.stdout and "another assignment" in run.stdout
-    expected = {"alice": 10.0, "bob": 0.0, "eve": 7.0, "mallory": 10.0}
+    expected = {"alice": 10.0, "bob": 0.0, "eve": 8.0, "mallory": 10.0}
     with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gb:
         assert {s.student.id: s.score for s in gb.assignment_submissions(NAME)} == expected  # nothing else
         assert sorted(s.id for s in gb.students) == sorted(expected)
@@ -312,7 +328,7 @@ def test_make_autograde_grades_a_class_records_exactly_the_scores_and_writes_fee
         assert not [line for line in hidden if line in html.replace("&quot;", '"').replace("&#39;", "'")]
         assert "HIDDEN TESTS" not in html
     eve = (course / "feedback" / "eve" / NAME / f"{NAME}.html").read_text()
-    assert "0 of 3 points" in eve and "the kernel died while this cell ran" in eve
+    assert "0 of 2 points" in eve and "the kernel died while this cell ran" in eve
     assert not (course / "feedback" / "carol").exists() and not (course / "autograded" / "dave").exists()
 
 
@@ -365,11 +381,11 @@ def test_a_class_is_graded_on_a_dask_cluster(tmp_path):
     distributed = pytest.importorskip("distributed")
     from lrgrade.classroom import autograde
 
-    eve = submission(layer_params="import os\nos._exit(0)")
+    eve = submission(update="import os\nos._exit(0)")
     course = _course(tmp_path, {"alice": submission(), "eve": eve})
     with distributed.Client(processes=False, n_workers=1, threads_per_worker=2, dashboard_address=None) as dk:
         summary = autograde(course, NAME, executor=dk.get_executor(), cell_timeout=5, progress=False)
-    assert dict(zip(summary.student, summary.score)) == {"alice": 10.0, "eve": 7.0}
+    assert dict(zip(summary.student, summary.score)) == {"alice": 10.0, "eve": 8.0}
 
 
 def test_feedback_from_plain_nbgrader_autograde_hides_the_hidden_tests_too(tmp_path):
@@ -431,11 +447,11 @@ def exposed_course():
 
 
 def _gated(check):
-    """The correct layer_params, but only when ``check`` (code that may raise OSError) succeeds."""
-    solution = next(c.source for c in SOURCE.cells if c.metadata["nbgrader"]["grade_id"] == "layer_params")
-    return (solution + "\n_real = layer_params\n\ndef layer_params(d_model, d_ff):\n    try:\n"
+    """The correct update, but only when ``check`` (code that may raise OSError) succeeds."""
+    solution = next(c.source for c in SOURCE.cells if c.metadata["nbgrader"]["grade_id"] == "update")
+    return (solution + "\n_real = update\n\ndef update(theta, grad, lr):\n    try:\n"
             + "".join(f"        {line}\n" for line in check.splitlines())
-            + "        return _real(d_model, d_ff)\n    except Exception:\n        return -1\n")
+            + "        return _real(theta, grad, lr)\n    except Exception:\n        return -1\n")
 
 
 def _exploits(course, port):
@@ -458,11 +474,11 @@ def test_network_source_and_gradebook_are_out_of_reach_only_with_isolation(expos
     threading.Thread(target=lambda: [server.accept() for _ in range(10)], daemon=True).start()
     hide = [exposed_course / "solutions", exposed_course / "gradebook.db"]
     for name, answer in _exploits(exposed_course, server.getsockname()[1]).items():
-        assembled, _ = assemble(SOURCE, submission(layer_params=answer), RELEASE)
+        assembled, _ = assemble(SOURCE, submission(update=answer), RELEASE)
         result = grade_notebook(assembled, cell_timeout=20, uid=61200, hide=hide, isolate=isolate)
         scores = {c.grade_id: c.points for c in result.cells}
         # isolated, the exploit fails and costs its own part; unsafe, it works: the sandbox is the defence
-        expected = {**PARTS, "test-layer_params": 0.0} if isolate else PARTS
+        expected = {**PARTS, "implement-update": 0.0} if isolate else PARTS
         assert scores == expected, (name, result)
     server.close()
     assert ((exposed_course / "gradebook.db").read_text() == "grades") == isolate
@@ -470,7 +486,7 @@ def test_network_source_and_gradebook_are_out_of_reach_only_with_isolation(expos
 
 @needs_sandbox
 @pytest.mark.parametrize("answer,lost", [
-    ("hog = bytearray(16 * 2**30)", "test-layer_params"),  # a memory bomb: MemoryError, that part only
+    ("hog = bytearray(16 * 2**30)", "implement-update"),  # a memory bomb: MemoryError, that part only
     ("import sys\nfor _ in range(200):\n    sys.stdout.write('x' * 2**19)", None),  # 100 MB of output
     ("import os, time\nfor _ in range(2000):\n    try:\n        pid = os.fork()\n    except OSError:\n"
      "        break\n    if pid == 0:\n        time.sleep(60)\n        os._exit(0)", "maybe"),  # a fork bomb
@@ -479,16 +495,16 @@ def test_resource_bombs_are_contained(answer, lost):
     import subprocess
     import time
 
-    solution = next(c.source for c in SOURCE.cells if c.metadata["nbgrader"]["grade_id"] == "layer_params")
-    code = answer if lost == "test-layer_params" else solution + "\n" + answer
-    scores, result, _ = grade(submission(layer_params=code), cell_timeout=10)
+    solution = next(c.source for c in SOURCE.cells if c.metadata["nbgrader"]["grade_id"] == "update")
+    code = answer if lost == "implement-update" else solution + "\n" + answer
+    scores, result, _ = grade(submission(update=code), cell_timeout=10)
     assert all(cell.status != "not run" for cell in result.cells), result
-    others = {k: v for k, v in PARTS.items() if k != "test-layer_params"}
+    others = {k: v for k, v in PARTS.items() if k != "implement-update"}
     assert {k: scores[k] for k in others} == others, result  # the other parts are graded normally
-    if lost == "test-layer_params":
-        assert scores["test-layer_params"] == 0.0
+    if lost == "implement-update":
+        assert scores["implement-update"] == 0.0
     elif lost is None:
-        assert scores["test-layer_params"] == PARTS["test-layer_params"]
+        assert scores["implement-update"] == PARTS["implement-update"]
     time.sleep(0.5)
     left = subprocess.run(["pgrep", "-u", "61100"], capture_output=True, text=True).stdout.split()
     assert left == [], "the sandbox's processes outlived the grading"

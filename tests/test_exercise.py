@@ -34,7 +34,8 @@ def test_the_markdown_table_lists_every_part_and_the_total():
     overview = describe_exercise(ROOT / "exercises" / "ch01_update_rule" / "ch01_update_rule.ipynb")
     table = overview.to_markdown()
     assert table.count("\n| ") == len(overview.parts) + 2  # header, rows, total (separator starts "|---")
-    assert f"**{overview.total_points:g}**" in table and "`layer_params`" in table
+    assert f"**{overview.total_points:g}**" in table and "`relative_update`" in table
+    assert "| predict |" in table and "**Parts:** 2 implement, 1 predict, 1 measure, 1 decide." in table
 
 
 def test_a_notebook_without_graded_cells_is_a_clear_error(tmp_path):

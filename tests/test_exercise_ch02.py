@@ -1,11 +1,17 @@
-"""Exercise ch02: the visible tests catch the usual mistakes and say what is wrong."""
+"""Exercise ch02: the visible tests catch the usual mistakes and say what is wrong; no part can be
+handed to lrlib's own implementation."""
 
 import numpy as np
 import pytest
 
+from lrgrade.delegation import find_delegations
+
 from .conftest import ExerciseCells
 
 EX = ExerciseCells("ch02_too_big_too_small")
+NS = EX.namespace()  # the solution's runs (each test gets its own copy)
+H = NS["H"]
+LAM = np.linalg.eigvalsh(H)
 
 
 @pytest.mark.parametrize("test_id", EX.tests)
@@ -13,23 +19,56 @@ def test_the_solution_passes_visible_and_hidden_tests(test_id):
     exec(EX.hidden(test_id), EX.namespace())
 
 
-def _rates_with(max_stable):
-    def rates(eigenvalues):
-        lam = np.asarray(eigenvalues, dtype=float)
-        big, small = lam.max(), lam.min()
-        return {"max_stable": max_stable(big, small), "best": 2 / (big + small),
-                "contraction_at_best": (big / small - 1) / (big / small + 1)}
-    return rates
+def along_x(A, x0, lr, steps):  # ignores the curvature: the "gradient" is x
+    path = [np.asarray(x0, float)]
+    for _ in range(steps):
+        path.append(path[-1] - lr * path[-1])
+    return np.array(path)
+
+
+def uphill(A, x0, lr, steps):
+    path = [np.asarray(x0, float)]
+    for _ in range(steps):
+        path.append(path[-1] + lr * np.asarray(A) @ path[-1])
+    return np.array(path)
+
+
+def finite_is_stable(A, x0, lrs, steps):  # "stable" = did not overflow
+    gd = NS["gd_quadratic"]
+    return float(max(lr for lr in lrs if np.isfinite(gd(A, x0, lr, steps)[-1]).all()))
+
+
+def smallest_unstable(A, x0, lrs, steps):  # one grid step too far
+    gd, loss = NS["gd_quadratic"], NS["quadratic_loss"]
+    return float(min(lr for lr in lrs if loss(A, gd(A, x0, lr, steps)[-1]) >= loss(A, x0)) + 0.0015)
+
+
+def mean_rate(lrs, val):
+    return float(lrs[int(np.nanargmin(np.nanmean(np.asarray(val, float), axis=1)))])
+
+
+def drop_diverged(lrs, val):  # ignores the seeds that diverged
+    return float(lrs[int(np.nanargmin(np.nanmedian(np.where(np.isfinite(val), val, np.nan), axis=1)))])
 
 
 MISTAKES = [
-    ("test-gd_quadratic", {"gd_quadratic": lambda lam, x0, lr, n: np.array(
-        [np.asarray(x0) * (1 + lr * np.asarray(lam)) ** t for t in range(n + 1)])}, "multiplies x by"),
-    ("test-rates", {"rates": _rates_with(lambda big, small: 2 / small)}, "largest eigenvalue"),
-    ("test-rates", {"rates": _rates_with(lambda big, small: 1 / big)}, "2 / L"),
-    ("test-regime", {"regime": lambda lr, lam: "monotone" if lr < 2 / max(lam) else "divergent"},
-     "Compare lr with 1/L and 2/L"),
-    ("test-classify_curve", {"classify_curve": lambda losses: "good"}, "Apply the rules in order"),
+    ("implement-gd_quadratic", {"gd_quadratic": along_x}, "gradient of 0.5 * x^T A x is A @ x"),
+    ("implement-gd_quadratic", {"gd_quadratic": uphill}, "moved uphill"),
+    ("implement-gd_quadratic", {"gd_quadratic": lambda A, x0, lr, steps: uphill(A, x0, -lr, steps)[1:]},
+     "return x_0 too"),
+    ("implement-gd_quadratic", {"quadratic_loss": lambda A, x: float(x @ A @ x)}, "one half"),
+    ("predict-rates", {"LR_MAX": 2 / H.diagonal().max()}, "largest diagonal entry"),
+    ("predict-rates", {"LR_MAX": 1 / LAM[-1]}, "stops being monotone"),
+    ("predict-rates", {"LR_BEST": 1 / LAM[-1]}, "balance the two"),
+    ("predict-rates", {"RHO": 1 - LAM[0] / LAM[-1]}, "the factor at lr = 1/L"),
+    ("measure-largest_stable", {"MEASURED_MAX": finite_is_stable(H, NS["X0"], NS["GRID"], 100)},
+     "unstable even while the loss is finite"),
+    ("measure-largest_stable", {"MEASURED_MAX": smallest_unstable(H, NS["X0"], NS["GRID"], 100)},
+     "not the smallest unstable one"),
+    ("decide-rate", {"choose_rate": drop_diverged}, "inf counting as the worst"),
+    ("decide-rate", {"choose_rate": mean_rate}, "not the mean or the minimum"),
+    ("decide-rate", {"choose_rate": lambda lrs, val: float(lrs[int(np.argmin(np.min(val, axis=1)))])},
+     "not the best seed"),
 ]
 
 
@@ -38,15 +77,32 @@ def test_a_usual_mistake_fails_the_visible_test_with_a_hint(test_id, wrong, hint
     assert hint in EX.visible_output_when_failing(test_id, **wrong)
 
 
-def test_hidden_tests_catch_a_rule_applied_with_the_wrong_boundary():
-    def sloppy(losses):  # ">=" where the rule says "more than"
-        v = np.asarray(losses, dtype=float)
-        if not np.all(np.isfinite(v)) or v[-1] > v[0]:
-            return "divergent"
-        if v[-1] > 2 * v.min():
-            return "too large"
-        return "too small" if v[-1] >= 0.5 * v[0] else "good"
+def test_every_part_has_at_least_two_usual_mistakes_tested():
+    assert all(sum(t == test for t, _, _ in MISTAKES) >= 2 for test in EX.tests)
 
-    exec(EX.visible("test-classify_curve"), EX.namespace(classify_curve=sloppy))
-    with pytest.raises(AssertionError, match="exactly half"):
-        exec(EX.hidden("test-classify_curve"), EX.namespace(classify_curve=sloppy))
+
+#: Each answer handed to lrlib's own implementation (correct, but not the student's work).
+DELEGATED = {
+    "gd_quadratic": "from lrlib.landscapes import Quadratic, gradient_descent\n\n"
+                    "def quadratic_loss(A, x):\n    return float(Quadratic(np.asarray(A)).loss(np.asarray(x, "
+                    "float)))\n\n"
+                    "def gd_quadratic(A, x0, lr, steps):\n"
+                    "    return gradient_descent(Quadratic(np.asarray(A)), x0, lr, steps).points",
+    "predictions": "from lrlib.landscapes import Quadratic\nq = Quadratic(H)\n"
+                   "LR_MAX, LR_BEST = 2 / q.L, q.best_lr\nRHO = (q.L - q.mu) / (q.L + q.mu)",
+    "largest_stable": "from lrlib.landscapes import Quadratic, gradient_descent\n\n"
+                      "def largest_stable(A, x0, lrs, steps):\n    q = Quadratic(np.asarray(A))\n"
+                      "    ok = [lr for lr in lrs if gradient_descent(q, x0, lr, steps).losses[-1] < "
+                      "q.loss(np.asarray(x0, float))]\n"
+                      "    return float(max(ok))\n\nMEASURED_MAX = largest_stable(H, X0, GRID, 100)",
+    "choose_rate": "import pandas as pd\nfrom lrlib.trials import best_setting\n\n"
+                   "def choose_rate(lrs, val_losses):\n    val = np.asarray(val_losses, float)\n"
+                   "    frame = pd.DataFrame([{'g': 0, 'lr': lr, 'val_loss': v} for lr, row in zip(lrs, val) "
+                   "for v in row])\n"
+                   "    return float(best_setting(frame, 'g')[0])\n\nCHOSEN_LR = 1.6",
+}
+
+
+def test_answers_handed_to_lrlib_are_flagged_part_by_part():
+    assert set(find_delegations(EX.notebook(**DELEGATED))) == set(EX.tests)
+    assert find_delegations(EX.notebook()) == {}  # the solution is its own work
