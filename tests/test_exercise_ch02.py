@@ -40,7 +40,8 @@ def finite_is_stable(A, x0, lrs, steps):  # "stable" = did not overflow
 
 def smallest_unstable(A, x0, lrs, steps):  # one grid step too far
     gd, loss = NS["gd_quadratic"], NS["quadratic_loss"]
-    return float(min(lr for lr in lrs if loss(A, gd(A, x0, lr, steps)[-1]) >= loss(A, x0)) + 0.0015)
+    with np.errstate(over="ignore", invalid="ignore"):
+        return float(min(lr for lr in lrs if loss(A, gd(A, x0, lr, steps)[-1]) >= loss(A, x0)))
 
 
 def mean_rate(lrs, val):

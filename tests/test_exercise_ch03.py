@@ -44,9 +44,9 @@ def momentum(dampened=False, ignore_beta=False):
     return heavy_ball
 
 
-def smallest_unstable_plus():  # a grid step past the edge
+def smallest_unstable():  # the first grid point past the edge
     grid = NS["GRID"]
-    return float(grid[np.searchsorted(grid, 3.8 / LAM[-1]) + 1])
+    return float(grid[np.searchsorted(grid, 3.8 / LAM[-1])])
 
 
 MISTAKES = [
@@ -60,7 +60,7 @@ MISTAKES = [
     ("predict-momentum", {"RHO_STAR": NS["BETA_STAR"]}, "sqrt(BETA_STAR)"),
     ("measure-momentum_limit", {"MEASURED_LIMIT": float(NS["GRID"][-1])}, "top of the grid"),
     ("measure-momentum_limit", {"MEASURED_LIMIT": 2 / LAM[-1]}, "use the momentum you passed"),
-    ("measure-momentum_limit", {"MEASURED_LIMIT": smallest_unstable_plus()}, "one grid step"),
+    ("measure-momentum_limit", {"MEASURED_LIMIT": smallest_unstable()}, "not the smallest unstable one"),
     ("decide-momentum", {"CHOSEN": (float(NS["RATES"][10]), 0.0)}, "chose no momentum"),
     ("decide-momentum", {"CHOSEN": (float(NS["RATES"][13]), 0.9)}, "near the stability limit"),
     ("decide-momentum", {"CHOSEN": (0.0331, 0.67)}, "a pair from the grid"),
