@@ -1,9 +1,13 @@
-"""lrgrade.overview.describe_exercise: what the exercise pages show must be what the grader uses."""
+"""The exercises: what their pages show is what the grader uses; every part has a kind, usual mistakes
+that fail with a hint, and is flagged when handed to an existing implementation."""
+
+import importlib
 
 import nbformat
 import pytest
 
-from lrgrade.overview import describe_exercise
+from lrgrade.delegation import find_delegations
+from lrgrade.overview import KINDS, describe_exercise
 
 from .conftest import ROOT, assignments
 
@@ -43,3 +47,39 @@ def test_a_notebook_without_graded_cells_is_a_clear_error(tmp_path):
     nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# Hello")]), path)
     with pytest.raises(ValueError, match="path: .*plain.ipynb has no graded cell"):
         describe_exercise(path)
+
+
+#: Each exercise's test module: its cells (EX), usual mistakes (MISTAKES: test id, wrong answers,
+#: the hint that must appear), answers handed to an implementation (DELEGATED) and the parts that
+#: must be flagged for them (DELEGABLE).
+MODULES = {name: importlib.import_module(f"tests.test_exercise_{name[:4]}") for name in assignments()}
+SOLVED = [(name, test_id) for name, m in MODULES.items() for test_id in m.EX.tests]
+MISTAKES = [(name, *mistake) for name, m in MODULES.items() for mistake in m.MISTAKES]
+
+
+@pytest.mark.parametrize("name,test_id", SOLVED, ids=[f"{n}-{t}" for n, t in SOLVED])
+def test_the_solution_passes_its_visible_and_hidden_tests(name, test_id):
+    ex = MODULES[name].EX
+    exec(ex.hidden(test_id), ex.namespace())
+
+
+@pytest.mark.parametrize("name,test_id,wrong,hint", MISTAKES, ids=[f"{m[0]}-{m[1]}-{m[3]}" for m in MISTAKES])
+def test_a_usual_mistake_fails_the_visible_test_with_a_hint(name, test_id, wrong, hint):
+    assert hint in MODULES[name].EX.visible_output_when_failing(test_id, **wrong)
+
+
+@pytest.mark.parametrize("name", list(MODULES))
+def test_every_part_is_named_by_kind_and_has_two_usual_mistakes_tested(name):
+    module = MODULES[name]
+    assert all(t.split("-", 1)[0] in KINDS for t in module.EX.tests), module.EX.tests
+    kinds = {t.split("-", 1)[0] for t in module.EX.tests}
+    assert {"implement", "predict", "measure", "decide"} <= kinds
+    assert sum(t.startswith("implement-") for t in module.EX.tests) <= 2
+    assert all(sum(m[0] == t for m in module.MISTAKES) >= 2 for t in module.EX.tests)
+
+
+@pytest.mark.parametrize("name", list(MODULES))
+def test_answers_handed_to_an_implementation_are_flagged_part_by_part(name):
+    module = MODULES[name]
+    assert set(find_delegations(module.EX.notebook(**module.DELEGATED))) == module.DELEGABLE
+    assert find_delegations(module.EX.notebook()) == {}  # the solution is its own work

@@ -1,23 +1,15 @@
-"""Exercise ch06: the visible tests catch the usual mistakes and say what is wrong; no part can be
-handed to lrlib's own implementation."""
+"""Exercise ch06: its usual mistakes (each must fail a visible test with a hint) and its answers
+handed to an existing implementation (each part must be flagged); tests/test_exercise.py runs them."""
 
 import copy
 
 import numpy as np
-import pytest
 import torch
-
-from lrgrade.delegation import find_delegations
 
 from .conftest import ExerciseCells
 
 EX = ExerciseCells("ch06_lr_finder")
 NS = EX.namespace()
-
-
-@pytest.mark.parametrize("test_id", EX.tests)
-def test_the_solution_passes_visible_and_hidden_tests(test_id):
-    exec(EX.hidden(test_id), EX.namespace())
 
 
 def uncorrected(losses, alpha=0.05):
@@ -76,15 +68,6 @@ MISTAKES = [
 ]
 
 
-@pytest.mark.parametrize("test_id,wrong,hint", MISTAKES, ids=lambda v: v if isinstance(v, str) else "")
-def test_a_usual_mistake_fails_the_visible_test_with_a_hint(test_id, wrong, hint):
-    assert hint in EX.visible_output_when_failing(test_id, **wrong)
-
-
-def test_every_part_has_at_least_two_usual_mistakes_tested():
-    assert all(sum(t == test for t, _, _ in MISTAKES) >= 2 for test in EX.tests)
-
-
 #: Each answer handed to lrlib's own implementation (correct, but not the student's work).
 DELEGATED = {
     "smooth_losses": "from lrlib.finder import smooth\n\ndef smooth_losses(losses, alpha=0.05):\n"
@@ -104,8 +87,4 @@ DELEGATED = {
                  "r = find_lr(net, lambda p: torch.optim.SGD(p, lr=1e-4), F.cross_entropy, finder_batches)\n"
                  "CHOSEN_LR = float(r.suggest('steepest'))",
 }
-
-
-def test_answers_handed_to_lrlib_are_flagged_part_by_part():
-    assert set(find_delegations(EX.notebook(**DELEGATED))) == set(EX.tests)
-    assert find_delegations(EX.notebook()) == {}  # the solution is its own work
+DELEGABLE = set(EX.tests)  # every part could be handed to lrlib

@@ -1,23 +1,15 @@
-"""Exercise ch07: the visible tests catch the usual mistakes and say what is wrong; no part can be
-handed to lrlib's own implementation."""
+"""Exercise ch07: its usual mistakes (each must fail a visible test with a hint) and its answers
+handed to an existing implementation (each part must be flagged); tests/test_exercise.py runs them."""
 
 import math
 from statistics import NormalDist
 
 import numpy as np
-import pytest
-
-from lrgrade.delegation import find_delegations
 
 from .conftest import ExerciseCells
 
 EX = ExerciseCells("ch07_finetuning_sweep")
 NS = EX.namespace()
-
-
-@pytest.mark.parametrize("test_id", EX.tests)
-def test_the_solution_passes_visible_and_hidden_tests(test_id):
-    exec(EX.hidden(test_id), EX.namespace())
 
 
 def split_on_commas(line):
@@ -82,15 +74,6 @@ MISTAKES = [
 ]
 
 
-@pytest.mark.parametrize("test_id,wrong,hint", MISTAKES, ids=lambda v: v if isinstance(v, str) else "")
-def test_a_usual_mistake_fails_the_visible_test_with_a_hint(test_id, wrong, hint):
-    assert hint in EX.visible_output_when_failing(test_id, **wrong)
-
-
-def test_every_part_has_at_least_two_usual_mistakes_tested():
-    assert all(sum(t == test for t, _, _ in MISTAKES) >= 2 for test in EX.tests)
-
-
 #: Each answer handed to lrlib's own implementation (correct, but not the student's work).
 DELEGATED = {
     "parse_epoch_line": "from lrlib.sweep import parse_log\n\ndef parse_epoch_line(line):\n"
@@ -109,8 +92,4 @@ DELEGATED = {
                 "BEST_DEV = log.epochs.groupby('lr').dev_acc.max().to_dict()\nTOP = [1e-5, 2e-5]\n"
                 "RUNNER_UP = 1e-4\nDIFFER = bool(compare_accuracies(0.41, 0.39, N_DEV).p_value < 0.05)",
 }
-
-
-def test_answers_handed_to_lrlib_are_flagged_part_by_part():
-    assert set(find_delegations(EX.notebook(**DELEGATED))) == set(EX.tests)
-    assert find_delegations(EX.notebook()) == {}  # the solution is its own work
+DELEGABLE = set(EX.tests)  # every part could be handed to lrlib
