@@ -162,7 +162,7 @@ def test_readout_effective_weights_shrink_like_one_over_width():
     for width in (64, 1024):
         torch.manual_seed(0)
         readout = mup_mlp(width).net[-1]
-        stds[width] = float((readout.weight * readout.input_scale).std())
+        stds[width] = float((readout.weight * readout.input_scale).detach().std())
     assert stds[64] / stds[1024] == pytest.approx(16, rel=0.1)
     assert math.isclose(mup_mlp(64).net[-1].input_scale, 0.5)
 
