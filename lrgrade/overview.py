@@ -23,6 +23,16 @@ KINDS = {
 }
 
 
+def part_kind(grade_id: str) -> str:
+    """The kind of a graded cell from its ``grade_id`` ("predict-steps" -> "predict"); "" if none.
+
+    >>> part_kind("measure-first_step"), part_kind("test-update")
+    ('measure', '')
+    """
+    kind = grade_id.split("-", 1)[0]
+    return kind if kind in KINDS else ""
+
+
 @dataclass
 class ExercisePart:
     """One graded part of an exercise: its heading, the answers the student writes, its points,
@@ -97,9 +107,8 @@ def describe_exercise(path: str | Path) -> ExerciseOverview:
         elif meta.get("solution"):
             answers.append(meta["grade_id"])
         elif meta.get("grade"):
-            kind = meta["grade_id"].split("-", 1)[0]
             parts.append(ExercisePart(heading, answers, float(meta.get("points", 0)),
-                                      kind if kind in KINDS else ""))
+                                      part_kind(meta["grade_id"])))
             answers = []
     if not parts:
         raise ValueError(f"path: {path} has no graded cell (nbgrader 'grade' metadata); is it an exercise?")
