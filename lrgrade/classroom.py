@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import shutil
 import sys
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,10 +16,6 @@ import nbformat
 
 from lrgrade.notebook import GradeResult, feedback_notebook, grade_notebook
 from lrgrade.submission import SubmissionError, assemble, nbgrader_meta, read_submission
-
-#: What a submission's kernel must never see, relative to the course folder.
-PRIVATE = ("solutions", "source", "release", "submitted", "autograded", "feedback", "gradebook.db",
-           "nbgrader_config.py", ".git")
 
 
 @dataclass
@@ -46,9 +41,8 @@ def grade_submission(job: dict[str, Any]) -> Outcome:
         release_path = course / "exercises" / assignment / notebook
         release = nbformat.read(release_path, as_version=4) if release_path.exists() else None
         nb, notes = assemble(source, submitted, release)
-        hide = [course / p for p in PRIVATE if (course / p).exists()]
         result = grade_notebook(nb, cell_timeout=job.get("cell_timeout", 60),
-                                notebook_timeout=job.get("notebook_timeout", 600), uid=job["uid"], hide=hide,
+                                notebook_timeout=job.get("notebook_timeout", 600), uid=job["uid"],
                                 isolate=job.get("isolate", True))
         result.notes = notes + result.notes
         return Outcome(student, result, notebook=nb)
@@ -81,7 +75,7 @@ def record_grades(gradebook: str | Path, assignment: str, source: nbformat.Noteb
             if meta.get("solution"):  # nbgrader's feedback looks up a comment for every answer cell
                 gb.update_or_create_solution_cell(meta["grade_id"], assignment, assignment)
         for outcome in outcomes:
-            if outcome.result is None:
+            if outcome.result is None or outcome.result.not_graded:
                 continue
             gb.update_or_create_student(outcome.student)
             try:
@@ -99,6 +93,8 @@ def record_grades(gradebook: str | Path, assignment: str, source: nbformat.Noteb
 def _status(outcome: Outcome) -> str:
     if outcome.result is None:
         return "failed"
+    if outcome.result.not_graded:
+        return "not graded"
     return "timed out" if {"timeout", "not run"} & {c.status for c in outcome.result.cells} else "graded"
 
 
@@ -156,10 +152,7 @@ def check_the_kernel_can_start(course: str | Path) -> None:
     from lrgrade.sandbox import closed_folders, run_sandboxed
 
     course = Path(course).resolve()
-    with tempfile.TemporaryDirectory(prefix="lrgrade-check-") as work:
-        Path(work).chmod(0o755)
-        hide = [course / p for p in PRIVATE if (course / p).exists()]
-        probe = run_sandboxed([sys.executable, "-c", "import lrlib, ipykernel"], work, uid=61999, hide=hide)
+    probe = run_sandboxed([sys.executable, "-c", "import lrlib, lrlib._grading, ipykernel"], uid=61999)
     if probe.returncode != 0:
         closed = closed_folders([Path(sys.executable), Path(sys.prefix), course])
         raise RuntimeError(

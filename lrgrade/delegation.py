@@ -6,17 +6,26 @@ A graded test cell declares what its part may not use with one line of its (lock
     # own work: lrlib.update.sgd_step, lrlib.schedules
 
 Each entry is a function, class or module. :func:`find_delegations` reads every answer cell
-of the assembled notebook (the student's code only; the instructor's cells may use anything)
-and reports, per test cell, the entries its part's answers use: imported (``from lrlib.update
-import sgd_step``, ``import lrlib.schedules``), reached as an attribute
+of the assembled notebook (the student's code only; the instructor's cells may use anything),
+parsed as IPython parses it (its ``TransformerManager`` first, so magics are seen, not
+skipped), and reports, per test cell, the entries its part's answers use: imported
+(``from lrlib.update import sgd_step``, ``import lrlib.schedules``), reached as an attribute
 (``lrlib.update.sgd_step``, ``u.sgd_step``) or called by a name the student's code never
-defines (after a ``*`` import). An earlier answer cell that defines a name the part uses
-counts as the part's own code, so a helper written in an earlier part cannot smuggle the call
-in. Code that reaches modules by string
-(``__import__``, ``importlib``, ``eval``, ``exec``, ``sys.modules``, ``__dict__``, or
-``getattr`` on an ``lrlib`` module) cannot be read statically, so it counts as using every
-entry of every part. The check is static on purpose: it runs in the grader's process,
-where the student's kernel cannot reach it.
+defines (after a ``*`` import).
+
+A part's answers are its own answer cells plus every earlier answer cell that binds a name
+the *test* reads (so part 2 written inside part 1's cell is part 2's), and then every cell
+whose names those read, until nothing more joins.
+
+Some code cannot be read statically: reaching code by a string (``getattr``/``setattr`` on
+anything, ``__import__``, ``importlib``, ``eval``/``exec``/``compile``, ``vars``/``globals``,
+``__dict__``/``__globals__`` and other dunders, ``operator.attrgetter``, ``inspect``,
+``pickle``/``marshal``, ``sys.modules``), reconfiguring how later cells run (``get_ipython``,
+IPython, import hooks, ``builtins``), a magic or shell command, or a cell that does not parse.
+Such a cell counts as using every entry of its own part and of every later part (it runs
+before their tests). The check is static on purpose: it runs in the grader's process, where
+the student's kernel cannot reach it. Copying lrlib's source text into an answer cannot be told
+apart from writing it.
 """
 
 from __future__ import annotations
@@ -27,8 +36,24 @@ import re
 from lrgrade.submission import nbgrader_meta
 
 DIRECTIVE = re.compile(r"^#\s*own work:\s*(.+?)\s*$", re.MULTILINE)
-#: ways to reach a module by a string, which a static reading cannot follow
-DYNAMIC = ("__import__", "importlib", "eval", "exec", "__dict__", "__getattribute__")
+#: names whose use reaches code by a string or changes how later code runs: a static reading cannot follow
+DYNAMIC_NAMES = frozenset({
+    "__import__", "eval", "exec", "compile", "getattr", "setattr", "delattr", "vars", "globals",
+    "locals", "get_ipython", "breakpoint", "__builtins__", "attrgetter", "methodcaller",
+    "__loader__", "__spec__"})
+#: attributes that reach code by a string, or behind an object's back
+DYNAMIC_ATTRIBUTES = frozenset({
+    "__dict__", "__globals__", "__getattribute__", "__getattr__", "__setattr__", "__delattr__",
+    "__builtins__", "__code__", "__closure__", "__wrapped__", "__subclasses__", "__mro__", "__bases__",
+    "__base__", "__self__", "__func__", "__module__", "__import__", "__loader__", "__spec__",
+    "__reduce__", "__reduce_ex__", "__class__", "__defaults__", "__kwdefaults__", "attrgetter",
+    "methodcaller", "import_module", "_getframe", "settrace", "setprofile", "addaudithook",
+    "meta_path", "path_hooks", "get_ipython"})
+#: modules whose import is a way of reaching code by name, by bytes or behind the notebook's back
+DYNAMIC_MODULES = frozenset({
+    "importlib", "inspect", "pickle", "_pickle", "marshal", "copyreg", "dill", "cloudpickle", "shelve",
+    "runpy", "builtins", "types", "ctypes", "gc", "IPython", "ipykernel", "code", "codeop", "imp",
+    "pkgutil", "zipimport"})
 
 
 def own_work_entries(test_source: str) -> list[str]:
@@ -50,22 +75,27 @@ class _Uses(ast.NodeVisitor):
         self.lrlib_names: set[str] = {"lrlib"}  # local names bound to lrlib modules
         self.dynamic: set[str] = set()
         self.exported: set[str] = set()  # names bound at the top level, which later cells see
+        self.star: set[str] = set()  # modules imported with *
 
     def visit_Import(self, node: ast.Import) -> None:
         for alias in node.names:
             self.imported.add(alias.name)
-            if alias.name.split(".")[0] == "importlib":
-                self.dynamic.add("importlib")
+            if alias.name.split(".")[0] in DYNAMIC_MODULES:
+                self.dynamic.add(f"import {alias.name.split('.')[0]}")
             if alias.name.startswith("lrlib"):
                 self.lrlib_names.add(alias.asname or alias.name.split(".")[0])
             self.defined.add(alias.asname or alias.name.split(".")[0])
 
     def visit_ImportFrom(self, node: ast.ImportFrom) -> None:
         module = node.module or ""
-        if module.split(".")[0] == "importlib":
-            self.dynamic.add("importlib")
+        if module.split(".")[0] in DYNAMIC_MODULES:
+            self.dynamic.add(f"import {module.split('.')[0]}")
+        elif module == "sys" and {a.name for a in node.names} & {"modules", "_getframe", "meta_path"}:
+            self.dynamic.add("sys.modules")
         for alias in node.names:
             self.imported.add(f"{module}.{alias.name}" if alias.name != "*" else module)
+            if alias.name == "*":
+                self.star.add(module)
             if alias.name != "*":
                 self.defined.add(alias.asname or alias.name)
                 if module.startswith("lrlib"):
@@ -73,14 +103,14 @@ class _Uses(ast.NodeVisitor):
 
     def visit_Attribute(self, node: ast.Attribute) -> None:
         self.attributes.add(node.attr)
-        if node.attr in DYNAMIC or (node.attr == "modules" and isinstance(node.value, ast.Name)
-                                    and node.value.id == "sys"):
+        if node.attr in DYNAMIC_ATTRIBUTES or (node.attr == "modules" and isinstance(node.value, ast.Name)
+                                               and node.value.id == "sys"):
             self.dynamic.add(f".{node.attr}")
         self.generic_visit(node)
 
     def visit_Name(self, node: ast.Name) -> None:
         (self.defined if isinstance(node.ctx, ast.Store) else self.loaded).add(node.id)
-        if node.id in DYNAMIC:
+        if node.id in DYNAMIC_NAMES:
             self.dynamic.add(node.id)
 
     def visit_FunctionDef(self, node: ast.FunctionDef) -> None:
@@ -98,16 +128,6 @@ class _Uses(ast.NodeVisitor):
         self.defined.update(a.arg for a in ast.walk(node.args) if isinstance(a, ast.arg))
         self.generic_visit(node)
 
-    def visit_Call(self, node: ast.Call) -> None:
-        if (isinstance(node.func, ast.Name) and node.func.id == "getattr" and node.args
-                and isinstance(node.args[0], (ast.Name, ast.Attribute))):
-            base = node.args[0]
-            while isinstance(base, ast.Attribute):
-                base = base.value
-            if isinstance(base, ast.Name) and base.id in self.lrlib_names:
-                self.dynamic.add("getattr on lrlib")
-        self.generic_visit(node)
-
 
 def _top_level(tree: ast.Module) -> set[str]:
     """The names a cell binds at its top level, which later cells can use."""
@@ -123,19 +143,49 @@ def _top_level(tree: ast.Module) -> set[str]:
     return names
 
 
+def _parse(code: str) -> ast.Module | None:
+    """``code`` parsed as IPython runs it (magics become calls), or None when it does not parse."""
+    from IPython.core.inputtransformer2 import TransformerManager
+
+    try:
+        return ast.parse(TransformerManager().transform_cell(code))
+    except (SyntaxError, ValueError, IndexError):  # the transformer itself can fail on broken code
+        return None
+
+
 def _uses(code: str) -> _Uses:
     uses = _Uses()
-    try:
-        tree = ast.parse(code)
-    except SyntaxError:  # IPython magics or broken code: what cannot be parsed cannot be read
+    tree = _parse(code)
+    if tree is None:  # what cannot be parsed cannot be read: it may hide anything
+        uses.dynamic.add("code that does not parse")
         return uses
     uses.visit(tree)
+    if re.search(r"^\s*[%!]", code, re.MULTILINE):
+        uses.dynamic.add("a magic or shell command")
     uses.exported = _top_level(tree)
     return uses
 
 
+def test_reads(test_source: str) -> set[str]:
+    """The names a test cell reads that it does not bind itself: what it takes from the answers."""
+    tree = _parse(test_source)
+    if tree is None:
+        return set()
+    loaded, bound = set(), set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name):
+            (loaded if isinstance(node.ctx, ast.Load) else bound).add(node.id)
+        elif isinstance(node, ast.arg):
+            bound.add(node.arg)
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            bound.add(node.name)
+    return loaded - bound
+
+
 def _used_entry(entry: str, uses: _Uses) -> bool:
     last = entry.rsplit(".", 1)[-1]
+    if any(entry == module or entry.startswith(module + ".") for module in uses.star):
+        return True  # everything of that module is now a name of the notebook's
     if any(path == entry or path.startswith(entry + ".") for path in uses.imported):
         return True
     if any(path.startswith("lrlib") and path.rsplit(".", 1)[-1] == last for path in uses.imported):
@@ -145,10 +195,11 @@ def _used_entry(entry: str, uses: _Uses) -> bool:
     return last in uses.loaded - uses.defined  # a name only a * import can have brought
 
 
-def _part_uses(cells: list[_Uses], own: list[int]) -> _Uses:
-    """What a part's answers use, together with every other answer cell they rely on: a cell
-    that defines a name the part reads joins it, and so on until nothing more joins."""
-    members = set(own)
+def _part_uses(cells: list[_Uses], own: list[int], reads: set[str] = frozenset()) -> _Uses:
+    """What a part's answers use, together with every other answer cell they rely on: a cell that
+    binds a name the test reads joins it, then a cell that defines a name the part reads, and so
+    on until nothing more joins."""
+    members = set(own) | {i for i, c in enumerate(cells) if c.exported & reads}
     while True:
         read = set().union(*(cells[i].loaded for i in members)) if members else set()
         joining = {i for i, c in enumerate(cells) if i not in members and c.exported & read}
@@ -157,7 +208,7 @@ def _part_uses(cells: list[_Uses], own: list[int]) -> _Uses:
         members |= joining
     total = _Uses()
     for i in members:
-        for name in ("imported", "attributes", "defined", "loaded", "lrlib_names", "dynamic"):
+        for name in ("imported", "attributes", "defined", "loaded", "lrlib_names", "dynamic", "star"):
             getattr(total, name).update(getattr(cells[i], name))
     return total
 
@@ -183,16 +234,18 @@ def find_delegations(nb) -> dict[str, str]:
             cells.append(_uses(cell.source))
         elif meta.get("grade"):
             entries, own, since = own_work_entries(cell.source), since, []
-            note = _verdict(entries, cells, own) if entries else ""
+            note = _verdict(entries, cells, own, test_reads(cell.source)) if entries else ""
             if note:
                 found[meta["grade_id"]] = note
     return found
 
 
-def _verdict(entries: list[str], cells: list[_Uses], own: list[int]) -> str:
-    uses = _part_uses(cells, own)
-    if uses.dynamic:
-        return (f"reaches code by name ({', '.join(sorted(uses.dynamic))}), "
+def _verdict(entries: list[str], cells: list[_Uses], own: list[int], reads: set[str]) -> str:
+    uses = _part_uses(cells, own, reads)
+    # a cell that reaches code by name or reconfigures the kernel may change how every later cell runs
+    dynamic = set(uses.dynamic).union(*(c.dynamic for c in cells))
+    if dynamic:
+        return (f"reaches code by name or changes how later cells run ({', '.join(sorted(dynamic))}), "
                 f"which hides whether it uses {', '.join(entries)}")
     used = [e for e in entries if _used_entry(e, uses)]
     return f"uses {', '.join(used)}" if used else ""

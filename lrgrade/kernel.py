@@ -24,7 +24,6 @@ import subprocess
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 from lrgrade.sandbox import Limits, sandboxed_kernel_manager
 
@@ -235,21 +234,34 @@ class Guarded:
 
 
 class Kernel:
-    """A sandboxed kernel plus the client that talks to it."""
+    """A Jupyter kernel in its own :class:`~lrgrade.sandbox.Sandbox` (or, in unsafe mode, as this
+    process's user in a fresh folder), plus the client that talks to it."""
 
-    def __init__(self, workdir: Path, uid: int, limits: Limits, hide: list[Path], isolate: bool = True):
+    def __init__(self, uid: int, limits: Limits, isolate: bool = True):
         self.uid, self.isolate = uid, isolate
+        self._folder = None
         if isolate:
-            self.manager = sandboxed_kernel_manager(workdir, uid=uid, limits=limits, hide=hide)
+            self.manager = sandboxed_kernel_manager(uid=uid, limits=limits)
+            cwd = None
         else:  # unsafe: the student's code runs with the grader's rights
+            import tempfile
+
             from jupyter_client import KernelManager
 
             self.manager = KernelManager(kernel_name="python3")
-        # the kernel's own start-up chatter, times a class, would bury the summary
-        self.manager.start_kernel(cwd=str(workdir), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        self.client = self.manager.client()
-        self.client.start_channels()
-        self.client.wait_for_ready(timeout=60)
+            self._folder = tempfile.TemporaryDirectory(prefix="lrgrade-unsafe-")
+            cwd = self._folder.name
+        try:
+            # the kernel's own start-up chatter, times a class, would bury the summary
+            self.manager.start_kernel(cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            self.client = self.manager.client()
+            self.client.start_channels()
+            self.client.wait_for_ready(timeout=120)
+            if isolate:  # before any student code: the kernel's sockets can no longer be replaced
+                self.manager.sandbox.lock_sockets()
+        except BaseException:
+            self.close()
+            raise
 
     def install_guard(self, timeout: float, output_cap: int, oracles: Sequence[str] = ()) -> None:
         """Put :data:`GUARD` into the kernel, before any student code runs, with ``oracles``
@@ -292,9 +304,21 @@ class Kernel:
         status, out, _ = self._execute(code, timeout, output_cap, {})
         return status, out
 
-    def _execute(self, code: str, timeout: float, output_cap: int,
-                 user_expressions: dict[str, str]) -> tuple[str, str, dict]:
-        """:meth:`run`, plus the reply's evaluated ``user_expressions`` (empty unless it went ok)."""
+    def evaluate(self, expression: str, timeout: float, output_cap: int) -> tuple[str, str, str]:
+        """Evaluate ``expression`` as a user expression of an empty cell (no transformer touches it).
+        Returns (status, output printed meanwhile, the value's ``text/plain``, or "" unless ok)."""
+        status, out, expressions = self._execute("", timeout, output_cap, {"r": expression})
+        reply = expressions.get("r", {})
+        if status == "ok" and reply.get("status") != "ok":
+            status = "error"
+        return status, out, reply.get("data", {}).get("text/plain", "") if status == "ok" else ""
+
+    def _execute(self, code: str, timeout: float, output_cap: int, user_expressions: dict[str, str],
+                 on_input=None) -> tuple[str, str, dict]:
+        """:meth:`run`, plus the reply's evaluated ``user_expressions`` (empty unless it went ok).
+
+        ``on_input(prompt) -> str`` answers the kernel's ``input()`` calls (the judge's requests);
+        the time it takes is not counted against ``timeout``."""
         chunks: list[str] = []
         size = [0]
 
@@ -305,21 +329,37 @@ class Kernel:
                 text = f"{content.get('ename')}: {content.get('evalue')}\n"
             elif msg["msg_type"] in ("execute_result", "display_data"):
                 text = content.get("data", {}).get("text/plain", "") + "\n"
+            add(text)
+
+        def add(text):
             if text and size[0] < output_cap:
                 chunks.append(text[: output_cap - size[0]])
                 size[0] += len(text)
 
         # Not execute_interactive: it waits out the whole timeout for a kernel that died (sys.exit),
         # costing a minute per such student. This loop also watches the kernel's process.
-        msg_id = self.client.execute(code, store_history=False, allow_stdin=False,
+        msg_id = self.client.execute(code, store_history=False, allow_stdin=on_input is not None,
                                      user_expressions=user_expressions)
         deadline = time.monotonic() + timeout
         replied = idle = False
         while not (replied and idle):
             if time.monotonic() > deadline:
                 return "timeout", "".join(chunks), {}
+            if on_input is not None:
+                try:
+                    request = self.client.get_stdin_msg(timeout=0)
+                except queue.Empty:
+                    pass
+                else:
+                    if request["msg_type"] == "input_request":
+                        started = time.monotonic()
+                        answer, printed = on_input(request["content"].get("prompt", ""))
+                        add(printed)
+                        self.client.input(answer)
+                        deadline += time.monotonic() - started
+                    continue
             try:
-                msg = self.client.get_iopub_msg(timeout=0.1)
+                msg = self.client.get_iopub_msg(timeout=0.05 if on_input is not None else 0.1)
             except queue.Empty:
                 if not self.manager.is_alive():
                     return "dead", "".join(chunks), {}
@@ -337,18 +377,22 @@ class Kernel:
                 replied = reply["parent_header"].get("msg_id") == msg_id
         return reply["content"]["status"], "".join(chunks), reply["content"].get("user_expressions", {})
 
+    def run_judged(self, code: str, timeout: float, output_cap: int, on_input) -> tuple[str, str]:
+        """Execute trusted code (the judge's) whose ``input()`` calls ``on_input`` answers."""
+        status, out, _ = self._execute(code, timeout, output_cap, {}, on_input=on_input)
+        return status, out
+
     def kill_strays(self) -> None:
-        """End every process the student's code started (the kernel stays): a fork bomb or a
-        forgotten pool would otherwise hold the sandbox's process limit for the parts after it.
-        The kernel is the PID namespace's first process, so every orphan there is its child."""
+        """End every process the student's code started (the kernel stays), however deep its tree or
+        whoever its parent: a fork bomb, a forgotten pool or a busy chain of decoys would otherwise
+        hold the sandbox's process and CPU limits for the parts after it."""
         if not self.isolate:
             return
         process = getattr(self.manager.provisioner, "process", None)
-        if process is None:
+        kernel = self.manager.sandbox.kernel_pid()
+        if process is None or kernel is None:
             return
-        found = subprocess.run(["pgrep", "-P", str(process.pid)], capture_output=True, text=True)
-        for pid in found.stdout.split():
-            subprocess.run(["pkill", "-KILL", "-P", pid], check=False)
+        self.manager.sandbox.kill_strays(keep=(process.pid, kernel))
 
     def interrupt(self) -> bool:
         """Interrupt a busy kernel; True if it is idle again within a few seconds."""
@@ -360,19 +404,20 @@ class Kernel:
             return False
 
     def close(self) -> None:
-        if self.isolate:
-            # End everything running as the sandbox's uid first: the kernel changed its user, so it
-            # would not die with the namespace tool that started it, and would be left an orphan.
-            subprocess.run(["pkill", "-KILL", "-u", str(self.uid)], check=False)
-            deadline = time.monotonic() + 3
-            while self.manager.is_alive() and time.monotonic() < deadline:
-                time.sleep(0.02)  # let the namespace tool reap its child and exit by itself
+        """Stop the kernel and remove everything of it: every process in its cgroup, the cgroup and
+        the sandbox's state folder (or, in unsafe mode, its folder)."""
+        client = getattr(self, "client", None)
         try:
-            self.client.stop_channels()
+            if client is not None:
+                client.stop_channels()
             if self.manager.has_kernel:
                 self.manager.shutdown_kernel(now=True)
         except Exception:  # already gone
             pass
+        if self.isolate:
+            self.manager.sandbox.close()
+        if self._folder is not None:
+            self._folder.cleanup()
 
 
 def own_event_loop(function):

@@ -20,12 +20,11 @@ renders, without the hidden tests.
 
 from __future__ import annotations
 
+import ast
 import copy
-import shutil
-import tempfile
+import json
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import nbformat
 
@@ -33,6 +32,7 @@ from lrgrade.delegation import find_delegations
 from lrgrade.kernel import Kernel, oracle_modules, own_event_loop
 from lrgrade.sandbox import Limits
 from lrgrade.submission import nbgrader_meta
+from lrlib._grading import PREFIX
 
 _CELL_BROKE = {
     "timeout": "[grader] this cell ran past the time limit per cell and was stopped; "
@@ -67,6 +67,8 @@ class GradeResult:
     seconds: float = 0.0
     #: what each code cell printed, by its index in the notebook
     outputs: dict[int, str] = field(default_factory=dict)
+    #: why no score could be given (the grader's own side failed twice), or "" when graded
+    not_graded: str = ""
 
     @property
     def score(self) -> float:
@@ -77,133 +79,284 @@ class GradeResult:
         return sum(c.max_points for c in self.cells)
 
 
+class _NotGraded(Exception):
+    """The grader's own side failed twice (an instructor cell or the judge): no score can be given."""
+
+
+def student_names(code: str) -> list[str]:
+    """The names ``code`` (a test or an instructor cell) reads that it does not bind itself: the
+    candidates to fetch from the student's notebook (the judge drops those its own cells bound).
+
+    >>> student_names("got = update(0.9, -0.4, lr)\\nexpect(got > 0, 'hint')")
+    ['expect', 'lr', 'update']
+    """
+    import ast
+
+    from IPython.core.inputtransformer2 import TransformerManager
+
+    try:
+        tree = ast.parse(TransformerManager().transform_cell(code))
+    except SyntaxError:
+        return []
+    loaded, bound = set(), set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name):
+            (loaded if isinstance(node.ctx, ast.Load) else bound).add(node.id)
+        elif isinstance(node, ast.arg):
+            bound.add(node.arg)
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            bound.add(node.name)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            bound.update((a.asname or a.name).split(".")[0] for a in node.names)
+    return sorted(loaded - bound)
+
+
+class _Grading:
+    """One notebook's grading: the student's kernel runs the notebook, the judge runs the tests."""
+
+    def __init__(self, nb, limits, cell_timeout, judge_timeout, uid, output_cap, max_restarts, isolate):
+        self.nb, self.limits, self.uid, self.isolate = nb, limits, uid, isolate
+        self.cell_timeout, self.judge_timeout = cell_timeout, judge_timeout
+        self.output_cap, self.max_restarts = output_cap, max_restarts
+        self.student: Kernel | None = None
+        self.judge: Kernel | None = None
+        self.history: list[tuple[bool, str]] = []  # the student's kernel: (guarded?, code) to replay
+        self.judged: list[str] = []  # the judge's cells, to replay after a restart
+        self.restarts, self.progress = 0, True
+        self.oracles = oracle_modules("\n".join(c.source for c in nb.cells if c.cell_type == "code"
+                                                 and not nbgrader_meta(c).get("solution")))
+        self.student_left = 0.0  # seconds of student code the current cell may still run
+        self.broken = ""  # why the student's kernel cannot answer until the cell ends
+
+    # --- the student's kernel ---------------------------------------------------------------------
+    def start_student(self) -> None:
+        self.student = Kernel(self.uid, self.limits, self.isolate)
+        self.student.install_guard(self.cell_timeout, self.output_cap, self.oracles)
+
+    def restart_student(self, history: list[tuple[bool, str]], timeout: float | None = None) -> None:
+        """A fresh student kernel with ``history`` replayed; _GiveUp when that cannot be done."""
+        self.restarts += 1
+        self.student.close()
+        if self.restarts > self.max_restarts or not self.progress:  # hanging again before anything ran
+            raise _GiveUp
+        self.progress = False
+        self.start_student()
+        for guarded, code in history:
+            status = (self.student.run_guarded(code, timeout or self.cell_timeout).status if guarded
+                      else self.student.run(code, timeout=timeout or self.cell_timeout, output_cap=0)[0])
+            if status in ("timeout", "dead"):
+                raise _GiveUp  # the cells that ran fine before now break it: it was sabotaged
+        self.history = list(history)
+
+    def bridge(self, prompt: str) -> tuple[str, str]:
+        """Answer one request of the judge by asking the student's kernel: (JSON answer, output)."""
+        def grader(why: str) -> tuple[str, str]:
+            return json.dumps({"grader": why}), ""
+
+        if not prompt.startswith(PREFIX):
+            return grader("the judge asked for input it should not need")
+        if self.broken:
+            return grader(self.broken)
+        if self.student_left <= 0:
+            self.broken = "the notebook's code ran past the time limit of this part"
+            return grader(self.broken)
+        expression = f"__import__('lrlib._grading', fromlist=['serve']).serve({prompt[len(PREFIX):]!r})"
+        started = time.monotonic()
+        status, out, text = self.student.evaluate(expression, self.student_left, self.output_cap)
+        self.student_left -= time.monotonic() - started
+        if status == "timeout":
+            self.broken = "the notebook's code ran past the time limit of this part"
+            if self.student.interrupt():
+                self.broken = ""
+            return grader("the notebook's code ran past the time limit of this part")
+        if status == "dead":
+            self.broken = "the notebook's kernel died (os._exit, a crash or the memory limit)"
+            return grader(self.broken)
+        try:
+            answer = ast.literal_eval(text) if status == "ok" and len(text) < MAX_ANSWER else None
+        except (ValueError, SyntaxError, MemoryError, RecursionError):
+            answer = None
+        if type(answer) is not str:
+            return json.dumps({"grader": "the notebook's kernel did not answer the grader's request"}), out
+        return answer, out
+
+    # --- the judge ----------------------------------------------------------------------------------
+    def start_judge(self) -> None:
+        self.judge = Kernel(self.uid + JUDGE_UID_OFFSET, self.limits, self.isolate)
+
+    def run_judge(self, code: str, limit: float) -> tuple[str, str]:
+        """Run a trusted cell in the judge, with the names it reads from the notebook bound first."""
+        names = student_names(code)
+        out = ""
+        if names:
+            bind = f"__import__('lrlib._grading', fromlist=['bind']).bind({names!r})"
+            status, out = self.judge.run_judged(bind, limit, self.output_cap, self.bridge)
+            if status != "ok":
+                return status, out
+        status, more = self.judge.run_judged(code, limit, self.output_cap, self.bridge)
+        return status, out + more
+
+    def judged_cell(self, code: str, what: str) -> tuple[str, str]:
+        """Run ``code`` in the judge; where the judge itself times out or dies, start a fresh one,
+        replay its cells and try once more with twice the time; then _NotGraded."""
+        status, out = self.run_judge(code, self.judge_timeout)
+        if status not in ("timeout", "dead"):
+            self.judged.append(code)
+            return status, out
+        self.judge.close()
+        self.start_judge()
+        for earlier in self.judged:
+            self.student_left = self.cell_timeout
+            if self.run_judge(earlier, 2 * self.judge_timeout)[0] in ("timeout", "dead"):
+                raise _NotGraded(f"the judge could not replay the cells before {what}")
+        self.student_left, self.broken = self.cell_timeout, ""
+        status, out = self.run_judge(code, 2 * self.judge_timeout)
+        if status not in ("timeout", "dead"):
+            self.judged.append(code)
+            return status, out
+        raise _NotGraded(f"{what} {'timed out' if status == 'timeout' else 'killed the kernel'} in the judge "
+                         f"twice (the second time with {2 * self.judge_timeout:g} s)")
+
+
+MAX_ANSWER = 256 * 2**20  # characters of one answer from the student's kernel
+JUDGE_UID_OFFSET = 500  # the judge's sandbox user: its own uid, never a student's
+
+
 @own_event_loop
 def grade_notebook(nb: nbformat.NotebookNode, *, limits: Limits | None = None, cell_timeout: float = 60,
-                   notebook_timeout: float = 600, uid: int = 61000, hide: list[str | Path] = (),
+                   notebook_timeout: float = 600, judge_timeout: float | None = None, uid: int = 61000,
                    output_cap: int = 10_000, max_restarts: int = 2, isolate: bool = True) -> GradeResult:
-    """Run an assembled notebook in a sandboxed kernel and score its test cells here.
+    """Run an assembled notebook in a sandboxed kernel and decide its tests in another one.
+
+    The student's kernel runs every cell but the tests: the instructor's cells through the
+    guard, the answers through IPython, as in the student's notebook. The tests run in a
+    *judge*, a second kernel (its own sandbox) that runs the instructor's cells and the tests
+    and never any student code: the names a test reads from the notebook are fetched from the
+    student's kernel as plain data, and the calls it makes to the student's functions are made
+    there (:mod:`lrlib._grading`). A test passes when it runs to its end in the judge.
 
     Args:
         nb: from :func:`assemble`.
-        limits: the sandbox's resource limits.
-        cell_timeout, notebook_timeout: seconds per cell and for the whole notebook.
-        uid: the sandbox user (give concurrent graders different ones).
-        hide: paths the student's code must not see (gradebook, sources, other students).
+        limits: the sandboxes' resource limits.
+        cell_timeout: seconds the student's code may run per cell (an answer, or all the
+            calls one test makes).
+        notebook_timeout: seconds for the whole notebook.
+        judge_timeout: seconds the instructor's own code may run per cell (default twice
+            ``cell_timeout``); one that runs past it, or dies, is retried in a fresh kernel with
+            twice the time, and if it fails again the notebook is reported *not graded*, never
+            scored as the student's failure.
+        uid: the sandbox user of the student's kernel (give concurrent graders different ones;
+            the judge gets ``uid + 500``).
         output_cap: characters of output kept per cell (the rest is dropped).
-        max_restarts: kernel restarts allowed; after that the remaining tests are not run
-            (a kernel that keeps hanging has been broken on purpose or by accident).
-        isolate: run the kernel in :mod:`lrgrade.sandbox` (default). ``False`` is unsafe mode:
-            the student's code runs with this process's rights and network; only for a
-            machine where isolation is impossible, and only when the instructor says so.
+        max_restarts: restarts of the student's kernel allowed; after that the remaining tests
+            are not run (a kernel that keeps hanging has been broken on purpose or by accident).
+        isolate: run both kernels in :mod:`lrgrade.sandbox` (default). ``False`` is unsafe mode:
+            the student's code runs with this process's rights and network; only for a machine
+            where isolation is impossible, and only when the instructor says so.
     """
     limits = limits or Limits(wall_seconds=int(notebook_timeout) + 60)
+    judge_timeout = judge_timeout or 2 * cell_timeout
     start = time.monotonic()
     result = GradeResult()
-    workdir = Path(tempfile.mkdtemp(prefix="lrlib-grade-"))
-    workdir.chmod(0o755)
-    hide = [Path(p) for p in hide]
-    kernel = Kernel(workdir, uid, limits, hide, isolate)
-    history: list[tuple[bool, str]] = []  # (guarded?, code) that ran, to replay after a restart
-
-    restarts, part_start, progress = 0, 0, True
+    grading = _Grading(nb, limits, cell_timeout, judge_timeout, uid, output_cap, max_restarts, isolate)
+    part_start = 0
     pending: list[str] = []  # tampering found before an instructor cell: charged to the next test
-
-    def restart() -> None:
-        nonlocal kernel, restarts, progress
-        restarts += 1
-        kernel.close()
-        if restarts > max_restarts or not progress:  # hanging again before anything ran: give up
-            raise _GiveUp
-        progress = False
-        kernel = Kernel(workdir, uid, limits, hide, isolate)
-        kernel.install_guard(cell_timeout, output_cap, oracles)
-        for guarded, code in history:
-            status = (kernel.run_guarded(code, cell_timeout).status if guarded
-                      else kernel.run(code, timeout=cell_timeout, output_cap=0)[0])
-            if status in ("timeout", "dead"):
-                raise _GiveUp  # the cells that ran fine before now break it: it was sabotaged
-
     delegated = find_delegations(nb)  # parts handed to lrlib's own implementation score 0
-    oracles = oracle_modules("\n".join(c.source for c in nb.cells if c.cell_type == "code"
-                                        and not nbgrader_meta(c).get("solution")))
     try:
-        kernel.install_guard(cell_timeout, output_cap, oracles)
+        grading.start_student()
+        grading.start_judge()
         for index, cell in enumerate(nb.cells):
             if cell.cell_type != "code":
                 continue
             meta = nbgrader_meta(cell)
             left = notebook_timeout - (time.monotonic() - start)
+            student = grading.student
             if meta.get("grade"):
-                points = float(meta.get("points", 0))
+                gid, points = meta["grade_id"], float(meta.get("points", 0))
                 if left <= 0:
-                    result.cells.append(CellResult(meta["grade_id"], 0.0, points, "not run"))
+                    result.cells.append(CellResult(gid, 0.0, points, "not run"))
                     continue
-                kernel.kill_strays()
-                run = kernel.run_guarded(cell.source, min(cell_timeout, left))
-                kernel.kill_strays()
-                status, found = run.status, pending + run.tampered
+                student.kill_strays()
+                check = student.run_guarded("", cell_timeout)  # puts back what answers changed, says what
+                found = pending + check.tampered
                 pending = []
-                progress = progress or status in ("ok", "error")
-                passed = status == "ok" and run.proven and not found
+                grading.student_left, grading.broken = min(cell_timeout, left), ""
+                status, output = grading.judged_cell(cell.source, f"the test {gid!r}")
+                grading.student.kill_strays()
+                grading.progress = grading.progress or status in ("ok", "error")
+                passed = status == "ok" and not found
                 if found:
                     verdict = f"tampered ({', '.join(found[:6])}{', ...' if len(found) > 6 else ''})"
-                    result.notes.append(f"{meta['grade_id']}: {verdict}")
-                elif meta["grade_id"] in delegated:
+                    result.notes.append(f"{gid}: {verdict}")
+                elif gid in delegated:
                     passed, verdict = False, "not own work"
-                    result.notes.append(f"{meta['grade_id']}: scored 0, the answer "
-                                        f"{delegated[meta['grade_id']]}")
-                    run.output += (f"[grader] this part scores 0: the answer {delegated[meta['grade_id']]}, "
-                                   "which this part asks you to write yourself\n")
-                elif passed:
-                    verdict = "passed"
-                elif status in ("ok", "error"):
-                    verdict = "failed"
-                elif status == "failed":
-                    verdict = "failed (did not run to its end)"
+                    result.notes.append(f"{gid}: scored 0, the answer {delegated[gid]}")
+                    output += (f"[grader] this part scores 0: the answer {delegated[gid]}, "
+                               "which this part asks you to write yourself\n")
                 else:
-                    verdict = status
-                earned = points if passed else 0.0
-                result.cells.append(CellResult(meta["grade_id"], earned, points, verdict, run.output))
-                result.outputs[index] = run.output
-                if status in ("timeout", "dead") and not (status == "timeout" and kernel.interrupt()):
+                    verdict = "passed" if passed else "failed"
+                result.cells.append(CellResult(gid, points if passed else 0.0, points, verdict, output))
+                result.outputs[index] = output
+                if grading.broken and not grading.student.interrupt():
                     # this part's answers broke the kernel: leave them out, keep the instructor's cells
-                    history[part_start:] = [h for h in history[part_start:] if h[0]]
-                    restart()
-                part_start = len(history)
+                    kept = [h for h in grading.history[part_start:] if h[0]]
+                    grading.restart_student(grading.history[:part_start] + kept)
+                part_start = len(grading.history)
                 continue
             if left <= 0:
                 continue
             answer = bool(meta.get("solution"))
+            name = meta.get("grade_id", "?")
             if answer:  # the student's own code: through IPython, as in their notebook
-                status, result.outputs[index] = kernel.run(cell.source, min(cell_timeout, left), output_cap)
+                status, result.outputs[index] = student.run(cell.source, min(cell_timeout, left), output_cap)
             else:  # the instructor's: through the guard, which also puts back what answers changed
-                run = kernel.run_guarded(cell.source, min(cell_timeout, left))
+                run = student.run_guarded(cell.source, min(cell_timeout, left))
                 status, result.outputs[index] = run.status, run.output
                 pending += run.tampered
-            kernel.kill_strays()
+                if status in ("timeout", "dead"):  # the instructor's cell, not the student's: once more
+                    grading.restart_student(grading.history, timeout=2 * cell_timeout)
+                    run = grading.student.run_guarded(cell.source, 2 * cell_timeout)
+                    status, result.outputs[index] = run.status, run.output
+                    if status in ("timeout", "dead"):
+                        raise _NotGraded(f"the instructor cell {name!r} {status} twice "
+                                         "in the notebook's kernel")
+                grading.student_left, grading.broken = min(cell_timeout, left), ""
+                judged, out = grading.judged_cell(cell.source, f"the instructor cell {name!r}")
+                if judged in ("error", "failed"):
+                    result.notes.append(f"the instructor cell {name!r} raised in the judge: "
+                                        f"{(out.strip().splitlines() or ['an error'])[-1]}")
+            grading.student.kill_strays()
             if status in ("timeout", "dead"):  # never replayed: it would hang or kill again
-                result.notes.append(f"cell {meta.get('grade_id', '?')!r}: {status}")
+                result.notes.append(f"cell {name!r}: {status}")
                 result.outputs[index] += _CELL_BROKE[status]
-                if not (status == "timeout" and kernel.interrupt()):
-                    restart()
+                if not (status == "timeout" and grading.student.interrupt()):
+                    grading.restart_student(grading.history)
             else:
                 if status in ("error", "failed"):  # the instructor sees which cell raised, not just points
                     raised = result.outputs[index].strip().splitlines()
-                    result.notes.append(f"cell {meta.get('grade_id', '?')!r} raised "
-                                        f"{raised[-1] if raised else 'an error'}")
-                history.append((not answer, cell.source))
-                progress = True
+                    result.notes.append(f"cell {name!r} raised {raised[-1] if raised else 'an error'}")
+                grading.history.append((not answer, cell.source))
+                grading.progress = True
     except _GiveUp:
         result.notes.append(f"the kernel hung or died more than {max_restarts} times; the rest was not run")
-        graded = {c.grade_id for c in result.cells}
-        tests = [nbgrader_meta(c) for c in nb.cells if nbgrader_meta(c).get("grade")]
-        result.cells += [CellResult(m["grade_id"], 0.0, float(m.get("points", 0)), "not run")
-                         for m in tests if m["grade_id"] not in graded]
+        _close_the_rest(nb, result, "not run")
+    except _NotGraded as why:
+        result.not_graded = str(why)
+        result.notes.append(f"not graded: {why}")
+        _close_the_rest(nb, result, "not graded")
     finally:
-        kernel.close()
-        shutil.rmtree(workdir, ignore_errors=True)  # the student's files go with the sandbox
+        for kernel in (grading.student, grading.judge):
+            if kernel is not None:
+                kernel.close()
         result.seconds = time.monotonic() - start
     return result
+
+
+def _close_the_rest(nb, result: GradeResult, status: str) -> None:
+    graded = {c.grade_id for c in result.cells}
+    tests = [nbgrader_meta(c) for c in nb.cells if nbgrader_meta(c).get("grade")]
+    result.cells += [CellResult(m["grade_id"], 0.0, float(m.get("points", 0)), status)
+                     for m in tests if m["grade_id"] not in graded]
 
 
 HIDDEN_BEGIN, HIDDEN_END = "BEGIN HIDDEN TESTS", "END HIDDEN TESTS"
@@ -215,6 +368,8 @@ _VERDICTS = {
     "timeout": "this test ran past the time limit per cell",
     "dead": "the kernel died while this test ran (os._exit, a crash, or the memory limit)",
     "not run": "this test was not run: the notebook ran out of time, or the kernel kept dying",
+    "not graded": "this test could not be graded: the grader's own side failed "
+                  "(your instructor has been told)",
     "not own work": "the answer hands this part to the implementation it asks you to write "
                     "(see the line above)",
 }

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+import lrgrade.sandbox
 from lrgrade.sandbox import Limits, isolation_available, run_sandboxed
 
 AVAILABLE, WHY = isolation_available()
@@ -20,10 +21,15 @@ pytestmark = pytest.mark.skipif(not AVAILABLE, reason=f"no isolation here: {WHY}
 UID = 61017  # a uid no other test uses, so the process limit counts only this sandbox
 
 
-def run(code, tmp_path, **kwargs):
-    work = tmp_path / "work"
-    work.mkdir(exist_ok=True)
-    return run_sandboxed([sys.executable, "-c", textwrap.dedent(code)], work, uid=UID, **kwargs)
+def run(code, tmp_path=None, **kwargs):
+    return run_sandboxed([sys.executable, "-c", textwrap.dedent(code)], uid=UID, **kwargs)
+
+
+def left_behind():
+    """Processes of the sandbox user and cgroups of the grader that are still there."""
+    procs = subprocess.run(["pgrep", "-u", str(UID)], capture_output=True, text=True).stdout.split()
+    groups = [p.name for p in Path("/sys/fs/cgroup/pids").rglob(f"lrgrade-{UID}-*")]
+    return procs + groups
 
 
 def test_runs_as_an_unprivileged_user_in_its_own_folder_with_a_clean_environment(tmp_path, monkeypatch):
@@ -87,15 +93,83 @@ PEEK = """
 """
 
 
-def test_hidden_paths_cannot_be_read_and_the_course_not_written(course, tmp_path):
-    shown = run(PEEK.format(course=course), tmp_path).stdout.decode()
-    assert "assert answer" in shown and "scores" in shown  # without hiding, they are readable
-    hidden = run(PEEK.format(course=course), tmp_path, hide=[course / "source", course / "gradebook.db"])
-    out = hidden.stdout.decode()
+def test_the_course_is_not_there_and_the_host_cannot_be_written(course, tmp_path):
+    """The sandbox's filesystem is an allowlist: the course, its sources and gradebook do not exist
+    in there, whatever their permissions; run directly, the same code reads them."""
+    direct = subprocess.run([sys.executable, "-c", textwrap.dedent(PEEK.format(course=course))],
+                            capture_output=True, text=True).stdout
+    assert "assert answer" in direct and "scores" in direct  # without the sandbox, readable
+    (course / "other.txt").unlink()
+    out = run(PEEK.format(course=course)).stdout.decode()
     assert "assert answer" not in out and "scores" not in out and "wrote" not in out, out
-    assert out.count("denied") == 2  # the hidden folder cannot be entered, the write is refused;
-    assert "''" in out  # and the hidden file reads as empty
+    assert out.count("denied 2") == 3  # ENOENT: not hidden, absent
     assert (course / "gradebook.db").read_text() == "scores" and not (course / "other.txt").exists()
+
+
+def test_tmp_and_shm_are_private_bounded_and_gone_afterwards():
+    """/tmp and /dev/shm are the sandbox's own tmpfs: a file there is not on the host, a large one
+    stops at the size limit, and nothing of it is left when the sandbox ends."""
+    result = run("""
+        import os
+        for folder in ("/tmp", "/dev/shm", os.environ["HOME"]):
+            try:
+                with open(f"{folder}/big.bin", "wb") as f:
+                    for _ in range(64):
+                        f.write(b"x" * 2**20)
+                print("wrote", folder)
+            except OSError as error:
+                print("full", folder, error.errno)
+    """, limits=Limits(disk_bytes=8 * 2**20))
+    assert result.stdout.decode().split("\n")[:3] == ["full /tmp 28", "full /dev/shm 28",
+                                                      "full /home/student 28"], result
+    assert not Path("/tmp/big.bin").exists() and not Path("/dev/shm/big.bin").exists()
+    assert left_behind() == []
+
+
+def test_memory_is_bounded_for_the_whole_sandbox_not_per_process():
+    """Three processes of 300 MB each stay within a 512 MiB sandbox only by dying: the cgroup counts
+    them together (RLIMIT_AS alone, per process, would let all three live)."""
+    result = run("""
+        import os, time
+        pids = []
+        for _ in range(3):
+            pid = os.fork()
+            if pid == 0:
+                hog = bytearray(300 * 2**20)
+                hog[::4096] = b"x" * len(hog[::4096])
+                time.sleep(3)
+                os._exit(0)
+            pids.append(pid)
+        print(sum(os.waitpid(p, 0)[1] != 0 for p in pids))
+    """, limits=Limits(memory_bytes=512 * 2**20, wall_seconds=60))
+    assert result.returncode == 0, result.stderr
+    assert int(result.stdout) >= 1  # at least one was killed
+    assert result.memory_peak <= 512 * 2**20 + 2**20
+
+
+def test_a_deep_chain_of_busy_decoys_dies_with_the_sandbox():
+    """Processes that put decoys between themselves and the first process all go, however deep."""
+    result = run("""
+        import os, time
+        def chain(depth):
+            if os.fork() == 0:
+                if depth:
+                    chain(depth - 1)
+                while True:
+                    pass
+        chain(6)
+        time.sleep(1)
+        print("leaving")
+    """, limits=Limits(wall_seconds=30))
+    assert result.stdout.decode().strip() == "leaving", result.stderr
+    time.sleep(0.2)
+    assert left_behind() == []
+
+
+def test_without_cgroups_isolation_is_refused_with_what_is_missing(monkeypatch, tmp_path):
+    monkeypatch.setattr(lrgrade.sandbox, "CGROUP_ROOT", tmp_path)
+    ok, why = isolation_available()
+    assert not ok and "cgroup v1 controllers memory (not mounted)" in why and "freezer" in why
 
 
 def test_a_memory_bomb_gets_memory_error(tmp_path):
@@ -127,8 +201,7 @@ def test_a_fork_bomb_stops_at_the_process_limit_and_leaves_nothing_behind(tmp_pa
     assert result.returncode == 0, result.stderr
     assert 0 < int(result.stdout) < 25
     time.sleep(0.2)
-    left = subprocess.run(["pgrep", "-u", str(UID)], capture_output=True, text=True).stdout.split()
-    assert left == [], f"processes of the sandbox user survived: {left}"
+    assert left_behind() == [], "processes or cgroups of the sandbox survived"
 
 
 def test_cpu_and_wall_clock_limits(tmp_path):
@@ -152,14 +225,15 @@ def test_file_size_and_output_are_capped(tmp_path):
     """, tmp_path, limits=Limits(file_size_bytes=2**20, output_bytes=2**16))
     assert result.stdout.startswith(b"denied 27") and result.truncated[0]
     assert len(result.stdout) == 2**16
-    assert (tmp_path / "work" / "big.bin").stat().st_size <= 2**20
 
 
 def test_bad_arguments(tmp_path):
     with pytest.raises(ValueError, match="uid must be >= 1000"):
-        run_sandboxed(["true"], tmp_path, uid=0)
-    with pytest.raises(ValueError, match="workdir must be an existing folder"):
-        run_sandboxed(["true"], tmp_path / "missing")
+        run_sandboxed(["true"], uid=0)
+    with pytest.raises(ValueError, match="files: a name without '/'"):
+        run_sandboxed(["true"], files={"../x": b""})
+    with pytest.raises(ValueError, match=r"cpus must be a number of cores in \[0.01, 1024\], got 0"):
+        Limits(cpus=0)
     with pytest.raises(ValueError, match="cpu_seconds must be >= 1"):
         Limits(cpu_seconds=0)
     assert os.geteuid() == 0
@@ -168,14 +242,13 @@ def test_bad_arguments(tmp_path):
 def test_a_jupyter_kernel_runs_in_the_sandbox_and_talks_over_ipc(tmp_path):
     from lrgrade.sandbox import sandboxed_kernel_manager
 
-    work = tmp_path / "kernel"
-    work.mkdir()
-    manager = sandboxed_kernel_manager(work, uid=UID + 1)
-    manager.start_kernel(cwd=str(work))
+    manager = sandboxed_kernel_manager(uid=UID + 1)
+    manager.start_kernel()
     client = manager.client()
     client.start_channels()
     try:
         client.wait_for_ready(timeout=60)
+        manager.sandbox.lock_sockets()  # the kernel keeps talking over the sockets it bound
         seen = []
 
         def collect(msg):
@@ -187,6 +260,7 @@ def test_a_jupyter_kernel_runs_in_the_sandbox_and_talks_over_ipc(tmp_path):
     finally:
         client.stop_channels()
         manager.shutdown_kernel(now=True)
+        manager.sandbox.close()
     assert reply["content"]["status"] == "error"
     assert seen[0].strip() == str(UID + 1) and seen[-1] == "OSError"  # ran as the user, no network
 
