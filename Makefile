@@ -50,7 +50,16 @@ $(CHROMIUM):
 	$(SUDO) apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends chromium > /dev/null
 
-test: $(STAMP) lint $(CHROMIUM)  ## lint, unit tests, the book built once in full mode, solutions graded, the site in Chromium
+# The grading sandbox is Debian's bubblewrap (bwrap); `make autograde` says how to install it where it is
+# missing, `make test` installs it so that the sandbox is tested, not skipped.
+BWRAP := /usr/bin/bwrap
+
+$(BWRAP):
+	@echo "Installing Debian's bubblewrap for the grading sandbox's tests..."
+	$(SUDO) apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends bubblewrap > /dev/null
+
+test: $(STAMP) lint $(CHROMIUM) $(BWRAP)  ## lint, unit tests, the book built once in full mode, solutions graded, the site in Chromium
 	$(PY) -m pytest --durations=25
 
 test-quick: $(STAMP) lint  ## the inner loop: lint, unit tests and doctests; no notebook, no book build

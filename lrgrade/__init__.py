@@ -5,21 +5,22 @@ kernel can neither read nor import (the sandbox hides it). One module per job:
 
 - :mod:`lrgrade.submission`: rebuild a submission from the instructor's source, taking
   only the student's answer cells (:func:`assemble`, :func:`read_submission`);
-- :mod:`lrgrade.sandbox`: run untrusted code without network, with the course and the
-  grader hidden, as an unprivileged user under resource limits;
-- :mod:`lrgrade.kernel`: a Jupyter kernel in that sandbox, the snapshot taken before any
-  student code, and cells run with time limits;
-- :mod:`lrgrade.notebook`: grade one notebook, scoring its tests outside the kernel, and
-  the feedback without hidden tests (:func:`grade_notebook`, :func:`feedback_notebook`);
+- :mod:`lrgrade.sandbox`: run untrusted code in bubblewrap (no network, no view of the
+  host but an allowlist), as an unprivileged user, in a cgroup bounded and killed as a whole;
+- :mod:`lrgrade.kernel`: a Jupyter kernel in that sandbox, the guard's snapshot taken before
+  any student code, and cells run with time limits;
+- :mod:`lrgrade.notebook`: grade one notebook: the student's kernel runs it, a judge kernel
+  that runs no student code decides its tests on plain data (:mod:`lrlib._grading`); and the
+  feedback without hidden tests (:func:`grade_notebook`, :func:`feedback_notebook`);
 - :mod:`lrgrade.classroom`: grade a class in parallel and write the gradebook and the
   graded notebooks (:func:`autograde`);
 - :mod:`lrgrade.cli`: ``python -m lrgrade ASSIGNMENT`` (what ``make autograde`` runs);
 - :mod:`lrgrade.overview`: what an exercise asks for, for the book's exercise pages.
 
-What it cannot promise: code running in the same interpreter as the tests can, in
-principle, subvert them (a hijack written against this grader's source could dig the
-guard's key out of memory, see :data:`lrgrade.kernel.GUARD`). The sandbox limits what
-such code can reach; the score is still only as trustworthy as the tests' interpreter.
+What it promises: no student code runs with the grader's rights or sees the host, the
+network, another submission or the verdict's code; a test's verdict depends only on plain data
+the student's kernel returned. What it cannot see: object identity across the two kernels
+(a value returned and an argument sharing memory), and code copied from lrlib's source.
 """
 
 from lrgrade.classroom import Outcome, autograde, grade_submission, record_grades, write_autograded

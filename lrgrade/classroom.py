@@ -148,19 +148,18 @@ def write_feedback(course: str | Path, assignment: str, students: list[str]) -> 
 def check_the_kernel_can_start(course: str | Path) -> None:
     """Before grading anything: start the kernel's Python in the sandbox, as a submission's would
     be, and import what the kernel needs. Raises ``RuntimeError`` naming what blocked it (and the
-    folders on the way that other users cannot enter) rather than failing every submission."""
-    from lrgrade.sandbox import closed_folders, run_sandboxed
+    exposed folders the sandbox user cannot read) rather than failing every submission."""
+    from lrgrade.sandbox import run_sandboxed, unreadable_exposed
 
-    course = Path(course).resolve()
     probe = run_sandboxed([sys.executable, "-c", "import lrlib, lrlib._grading, ipykernel"], uid=61999)
     if probe.returncode != 0:
-        closed = closed_folders([Path(sys.executable), Path(sys.prefix), course])
+        closed = unreadable_exposed()
         raise RuntimeError(
             "the sandbox user cannot start the kernel's Python, so every submission would fail: "
-            f"{probe.stderr.decode(errors='replace').strip()[-500:]}. Folders on the way that other "
-            f"users cannot enter: {[str(c) for c in closed] or 'none'}. Fix: put the course and its "
-            ".venv where the grader's exposure can reach them (any folder the root user can read), "
-            "or open those folders to other users (chmod o+x).")
+            f"{probe.stderr.decode(errors='replace').strip()[-500:]}. Folders the sandbox shows it "
+            f"but other users cannot read: {[str(c) for c in closed] or 'none'}. Fix: open those to "
+            "other users (chmod -R o+rX), or install the venv with ipykernel and lrlib in it "
+            "(make venv) and grade with its Python.")
 
 
 def autograde(course: str | Path, assignment: str, *, workers: int | None = None, executor=None,
@@ -187,7 +186,7 @@ def autograde(course: str | Path, assignment: str, *, workers: int | None = None
         feedback: write each graded student's HTML feedback (:func:`write_feedback`).
 
     Returns a ``pandas.DataFrame`` with one row per student: score, max_score, status
-    (graded, timed out, failed), seconds, notes.
+    (graded, timed out, not graded, failed), seconds, notes.
     """
     from collections import Counter
     from concurrent.futures import ProcessPoolExecutor, as_completed

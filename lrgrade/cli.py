@@ -41,6 +41,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     print(summary.to_string(index=False))
     counts = summary.status.value_counts()
+    not_graded = counts.get("not graded", 0)
     print(f"\n{len(summary)} submissions: {counts.get('graded', 0)} graded, {counts.get('timed out', 0)} "
-          f"graded with a timeout, {counts.get('failed', 0)} failed")
+          f"graded with a timeout, " + (f"{not_graded} not graded (the grader's own cells failed twice; "
+                                        "nothing recorded: grade them again), " if not_graded else "")
+          + f"{counts.get('failed', 0)} failed")
     return 0

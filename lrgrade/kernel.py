@@ -1,11 +1,14 @@
 """The kernel protocol: a (sandboxed) Jupyter kernel, the grader's snapshot in it, and cells run with limits.
 
-:class:`Kernel` starts a kernel inside :mod:`lrgrade.sandbox` (or, in unsafe mode,
-as this process's user) and runs one cell at a time, watching the kernel's process so
-that a cell that kills it costs seconds, not the whole timeout. :data:`GUARD` runs before
-any student code: it snapshots what instructor code relies on, and every instructor cell and
-test then runs through it (:meth:`Kernel.run_guarded`), never through IPython's ``run_cell``,
-which a student's answer can reconfigure.
+:class:`Kernel` starts a kernel inside its own :class:`~lrgrade.sandbox.Sandbox` (or, in
+unsafe mode, as this process's user) and runs one cell at a time, watching the kernel's
+process so that a cell that kills it costs seconds, not the whole timeout.
+
+In the student's kernel, :data:`GUARD` runs before any student code: it snapshots what
+instructor code relies on, and every instructor cell then runs through it
+(:meth:`Kernel.run_guarded`), never through IPython's ``run_cell``, which a student's answer
+can reconfigure; before each test it puts back and reports what answers changed. It is a
+diagnosis, not the verdict: tests are decided in the judge (:mod:`lrgrade.notebook`).
 """
 
 from __future__ import annotations
@@ -48,6 +51,11 @@ def __lrgrade_install(key, name, output_cap, oracles):
                 break
             except Exception:
                 continue
+    weight = torch.nn.Parameter(torch.zeros(2))  # an optimizer's first step loads modules: not in a test
+    for optimizer in (torch.optim.SGD([weight], lr=0.1), torch.optim.Adam([weight])):
+        weight.grad = torch.ones(2)
+        optimizer.step()
+    del weight, optimizer
     ip = get_ipython()
     missing = object()
 
@@ -313,12 +321,9 @@ class Kernel:
             status = "error"
         return status, out, reply.get("data", {}).get("text/plain", "") if status == "ok" else ""
 
-    def _execute(self, code: str, timeout: float, output_cap: int, user_expressions: dict[str, str],
-                 on_input=None) -> tuple[str, str, dict]:
-        """:meth:`run`, plus the reply's evaluated ``user_expressions`` (empty unless it went ok).
-
-        ``on_input(prompt) -> str`` answers the kernel's ``input()`` calls (the judge's requests);
-        the time it takes is not counted against ``timeout``."""
+    def _execute(self, code: str, timeout: float, output_cap: int,
+                 user_expressions: dict[str, str]) -> tuple[str, str, dict]:
+        """:meth:`run`, plus the reply's evaluated ``user_expressions`` (empty unless it went ok)."""
         chunks: list[str] = []
         size = [0]
 
@@ -329,37 +334,21 @@ class Kernel:
                 text = f"{content.get('ename')}: {content.get('evalue')}\n"
             elif msg["msg_type"] in ("execute_result", "display_data"):
                 text = content.get("data", {}).get("text/plain", "") + "\n"
-            add(text)
-
-        def add(text):
             if text and size[0] < output_cap:
                 chunks.append(text[: output_cap - size[0]])
                 size[0] += len(text)
 
         # Not execute_interactive: it waits out the whole timeout for a kernel that died (sys.exit),
         # costing a minute per such student. This loop also watches the kernel's process.
-        msg_id = self.client.execute(code, store_history=False, allow_stdin=on_input is not None,
+        msg_id = self.client.execute(code, store_history=False, allow_stdin=False,
                                      user_expressions=user_expressions)
         deadline = time.monotonic() + timeout
         replied = idle = False
         while not (replied and idle):
             if time.monotonic() > deadline:
                 return "timeout", "".join(chunks), {}
-            if on_input is not None:
-                try:
-                    request = self.client.get_stdin_msg(timeout=0)
-                except queue.Empty:
-                    pass
-                else:
-                    if request["msg_type"] == "input_request":
-                        started = time.monotonic()
-                        answer, printed = on_input(request["content"].get("prompt", ""))
-                        add(printed)
-                        self.client.input(answer)
-                        deadline += time.monotonic() - started
-                    continue
             try:
-                msg = self.client.get_iopub_msg(timeout=0.05 if on_input is not None else 0.1)
+                msg = self.client.get_iopub_msg(timeout=0.1)
             except queue.Empty:
                 if not self.manager.is_alive():
                     return "dead", "".join(chunks), {}
@@ -370,17 +359,14 @@ class Kernel:
                     else:
                         keep(msg)
             while not replied:
+                # once the kernel is idle its reply is on its way: wait for it rather than for iopub
+                wait = max(0.0, min(0.1, deadline - time.monotonic())) if idle else 0
                 try:
-                    reply = self.client.get_shell_msg(timeout=0)
+                    reply = self.client.get_shell_msg(timeout=wait)
                 except queue.Empty:
                     break
                 replied = reply["parent_header"].get("msg_id") == msg_id
         return reply["content"]["status"], "".join(chunks), reply["content"].get("user_expressions", {})
-
-    def run_judged(self, code: str, timeout: float, output_cap: int, on_input) -> tuple[str, str]:
-        """Execute trusted code (the judge's) whose ``input()`` calls ``on_input`` answers."""
-        status, out, _ = self._execute(code, timeout, output_cap, {}, on_input=on_input)
-        return status, out
 
     def kill_strays(self) -> None:
         """End every process the student's code started (the kernel stays), however deep its tree or

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 import nbformat
 
 from lrgrade.delegation import find_delegations
+from lrgrade.judge import Judge, JudgeServer
 from lrgrade.kernel import Kernel, oracle_modules, own_event_loop
 from lrgrade.sandbox import Limits
 from lrgrade.submission import nbgrader_meta
@@ -119,7 +120,7 @@ class _Grading:
         self.cell_timeout, self.judge_timeout = cell_timeout, judge_timeout
         self.output_cap, self.max_restarts = output_cap, max_restarts
         self.student: Kernel | None = None
-        self.judge: Kernel | None = None
+        self.judge: Judge | None = None
         self.history: list[tuple[bool, str]] = []  # the student's kernel: (guarded?, code) to replay
         self.judged: list[str] = []  # the judge's cells, to replay after a restart
         self.restarts, self.progress = 0, True
@@ -182,7 +183,7 @@ class _Grading:
 
     # --- the judge ----------------------------------------------------------------------------------
     def start_judge(self) -> None:
-        self.judge = Kernel(self.uid + JUDGE_UID_OFFSET, self.limits, self.isolate)
+        self.judge = JudgeServer.shared(self.isolate).spawn(self.output_cap)
 
     def run_judge(self, code: str, limit: float) -> tuple[str, str]:
         """Run a trusted cell in the judge, with the names it reads from the notebook bound first."""
@@ -219,7 +220,6 @@ class _Grading:
 
 
 MAX_ANSWER = 256 * 2**20  # characters of one answer from the student's kernel
-JUDGE_UID_OFFSET = 500  # the judge's sandbox user: its own uid, never a student's
 
 
 @own_event_loop
@@ -230,10 +230,11 @@ def grade_notebook(nb: nbformat.NotebookNode, *, limits: Limits | None = None, c
 
     The student's kernel runs every cell but the tests: the instructor's cells through the
     guard, the answers through IPython, as in the student's notebook. The tests run in a
-    *judge*, a second kernel (its own sandbox) that runs the instructor's cells and the tests
-    and never any student code: the names a test reads from the notebook are fetched from the
-    student's kernel as plain data, and the calls it makes to the student's functions are made
-    there (:mod:`lrlib._grading`). A test passes when it runs to its end in the judge.
+    *judge* (:mod:`lrgrade.judge`), a second process, unprivileged and offline, that runs the
+    instructor's cells and the tests and never any student code: the names a test reads from
+    the notebook are fetched from the student's kernel as plain data, and the calls it makes to
+    the student's functions are made there (:mod:`lrlib._grading`). A test passes when it runs
+    to its end in the judge.
 
     Args:
         nb: from :func:`assemble`.
@@ -245,14 +246,14 @@ def grade_notebook(nb: nbformat.NotebookNode, *, limits: Limits | None = None, c
             ``cell_timeout``); one that runs past it, or dies, is retried in a fresh kernel with
             twice the time, and if it fails again the notebook is reported *not graded*, never
             scored as the student's failure.
-        uid: the sandbox user of the student's kernel (give concurrent graders different ones;
-            the judge gets ``uid + 500``).
+        uid: the sandbox user of the student's kernel (give concurrent graders different ones).
         output_cap: characters of output kept per cell (the rest is dropped).
         max_restarts: restarts of the student's kernel allowed; after that the remaining tests
             are not run (a kernel that keeps hanging has been broken on purpose or by accident).
-        isolate: run both kernels in :mod:`lrgrade.sandbox` (default). ``False`` is unsafe mode:
-            the student's code runs with this process's rights and network; only for a machine
-            where isolation is impossible, and only when the instructor says so.
+        isolate: run the student's kernel and the judge each in a :mod:`lrgrade.sandbox`
+            (default). ``False`` is unsafe mode: the student's code runs with this process's rights
+            and network; only for a machine where isolation is impossible, and only when the
+            instructor says so.
     """
     limits = limits or Limits(wall_seconds=int(notebook_timeout) + 60)
     judge_timeout = judge_timeout or 2 * cell_timeout

@@ -250,6 +250,12 @@ def _exposed_paths() -> list[Path]:
     return out
 
 
+def unreadable_exposed() -> list[Path]:
+    """The folders the sandbox shows its user (see :func:`_exposed_paths`) that other users cannot
+    read or enter: bind-mounted, they keep their permissions, so the kernel cannot use them."""
+    return [p for p in _exposed_paths() if p.is_dir() and (os.stat(p).st_mode & 0o005) != 0o005]
+
+
 def _grader_cover(paths: Sequence[Path]) -> list[str]:
     """bwrap arguments that cover the grader with an empty folder where an exposed path holds it
     (an installation that put ``lrgrade`` into the same site-packages as ``lrlib``)."""
@@ -285,7 +291,7 @@ class Sandbox:
             subprocess.run(box.command([sys.executable, "-c", "print(1)"]))
     """
 
-    def __init__(self, uid: int = 61000, limits: Limits | None = None):
+    def __init__(self, uid: int = 61000, limits: Limits | None = None, expose_grader: bool = False):
         ok, why = isolation_available()
         if not ok:
             raise RuntimeError(f"cannot sandbox: {why}")
@@ -301,6 +307,7 @@ class Sandbox:
             raise
         self.sockets = self.state / "sockets"
         self.info = self.state / "info.json"
+        self.expose_grader = expose_grader  # the judge's sandbox imports lrgrade; a student's never
         self.binds: list[tuple[Path, Path]] = []  # (host path, path inside), read-only
         self.writable: list[Path] = []  # host folders bound writable (the kernel's socket folder)
 
@@ -360,8 +367,8 @@ class Sandbox:
                   "--perms", "1777", "--size", size, "--tmpfs", "/dev/shm",
                   "--perms", "0755", "--dir", "/home",
                   "--perms", "0777", "--size", size, "--tmpfs", HOME]
-        exposed = _exposed_paths()
-        bwrap += _bind_args(exposed) + _grader_cover(exposed)
+        exposed = _exposed_paths() + ([Path(__file__).resolve().parent] if self.expose_grader else [])
+        bwrap += _bind_args(exposed) + ([] if self.expose_grader else _grader_cover(exposed))
         for folder in self.writable:
             bwrap += [arg for parent in reversed(folder.parents) if str(parent) != "/"
                       for arg in ("--perms", "0755", "--dir", str(parent))]

@@ -130,6 +130,9 @@ def test_an_answer_cell_that_raises_is_named_in_the_notes():
     assert "cell 'update' raised ValueError: boom" in result.notes, result.notes
 
 
+WRONG_RATE = "ADAM_LR = 3e-4  # the folklore, wrong for this network\n"
+
+
 @isolation
 @pytest.mark.parametrize("tamper", [
     "expect = expect_close = lambda *args, **kwargs: None",  # the assertion helpers
@@ -139,9 +142,10 @@ def test_an_answer_cell_that_raises_is_named_in_the_notes():
     "ip = get_ipython()\nip.run_cell = lambda *a, **k: ip.run_cell.__self__",  # a hijacked kernel
 ], ids=["helpers", "builtins", "hooks", "traceback display", "hijacked run_cell"])
 def test_tampering_with_the_machinery_does_not_pass_wrong_answers(tamper, isolate):
-    wrong = "def update(theta, grad, lr):\n    return 0\n" + tamper
-    scores, result, _ = grade(submission(update=wrong), cell_timeout=5, isolate=isolate)
-    assert scores == {**PARTS, "implement-update": 0.0}, result  # only the tampering part is lost
+    """In part 5, which has no own-work line: only the judge decides whether the wrong rate passes.
+    (Tampering in a part that has one also costs every later such part: see test_delegation.)"""
+    scores, result, _ = grade(submission(adam_lr=WRONG_RATE + tamper), cell_timeout=5, isolate=isolate)
+    assert scores == {**PARTS, "decide-adam_lr": 0.0}, result  # only the tampering part is lost
 
 
 #: Code a student could put after a wrong answer to make the tests pass anyway: one per class of
@@ -198,17 +202,16 @@ def test_each_kind_of_tampering_with_the_tests_kernel_is_found_and_costs_its_par
     it are graded as usual. (One class, graded in parallel: each kind is its own submission.)"""
     from lrgrade.classroom import autograde
 
-    students = {kind.replace(" ", "_"): submission(
-        update="def update(theta, grad, lr):\n    return 0\n" + code)
-        for kind, (code, _) in TAMPERING.items()}
+    students = {kind.replace(" ", "_"): submission(adam_lr=WRONG_RATE + code)
+                for kind, (code, _) in TAMPERING.items()}
     course = _course(tmp_path, {"alice": submission(), **students})
     summary = autograde(course, NAME, workers=2, cell_timeout=10, progress=False, feedback=False,
                         allow_unsafe=not AVAILABLE).set_index("student")
     assert summary.loc["alice", "score"] == 10.0 and summary.loc["alice", "notes"] == ""
     for kind, (_, seen) in TAMPERING.items():
         row = summary.loc[kind.replace(" ", "_")]
-        assert row.score == 10.0 - PARTS["implement-update"], (kind, row.notes)
-        assert "implement-update: tampered" in row.notes and seen in row.notes, (kind, row.notes)
+        assert row.score == 10.0 - PARTS["decide-adam_lr"], (kind, row.notes)
+        assert "decide-adam_lr: tampered" in row.notes and seen in row.notes, (kind, row.notes)
 
 
 FAKE_SUCCESS = """
@@ -225,10 +228,9 @@ get_ipython().run_cell = skip
 def test_a_kernel_hijacked_to_report_success_passes_nothing_it_did_not_run(isolate):
     """Tests never run through run_cell: the hijack is found, put back and charged to its part;
     the answers after it run normally again."""
-    wrong = "def update(theta, grad, lr):\n    return 0\n" + FAKE_SUCCESS
-    scores, result, _ = grade(submission(update=wrong), cell_timeout=5, isolate=isolate)
-    assert scores == {**PARTS, "implement-update": 0.0}, result
-    lost = next(c for c in result.cells if c.grade_id == "implement-update")
+    scores, result, _ = grade(submission(adam_lr=WRONG_RATE + FAKE_SUCCESS), cell_timeout=5, isolate=isolate)
+    assert scores == {**PARTS, "decide-adam_lr": 0.0}, result
+    lost = next(c for c in result.cells if c.grade_id == "decide-adam_lr")
     assert lost.status.startswith("tampered") and "run_cell" in lost.status, lost
 
 
@@ -343,9 +345,8 @@ def test_a_kernel_that_cannot_start_stops_the_round_before_any_grading(tmp_path,
     course = _course(home, {"alice": submission()})
     failed = SandboxResult(1, b"", b"ModuleNotFoundError: No module named 'ipykernel'", False, (False, False))
     monkeypatch.setattr(lrgrade.sandbox, "run_sandboxed", lambda *args, **kwargs: failed)
-    closed = lrgrade.sandbox.closed_folders([course])[0]  # home, or a closed folder above it
     with pytest.raises(RuntimeError, match="cannot start the kernel's Python.*No module named 'ipykernel'"
-                                           rf".*{closed}.*Fix: "):
+                                           r".*other users cannot read: none\. Fix: "):
         autograde(course, NAME, progress=False)
     assert not (course / "gradebook.db").exists() and not (course / "autograded").exists()
 
@@ -438,12 +439,16 @@ def exposed_course():
     (root / "solutions" / NAME).mkdir(parents=True)
     nbformat.write(SOURCE, root / "solutions" / NAME / f"{NAME}.ipynb")
     (root / "gradebook.db").write_text("grades")
+    (root / "Makefile").write_text("all:\n")
+    other = Path(tempfile.mkdtemp(prefix="lrgrade-sandbox-"))  # another student's kernel, as the host has it
+    (other / "connection.json").write_text('{"key": "secret"}')
     for path in [root, root / "solutions", root / "solutions" / NAME]:
         path.chmod(0o755)
     (root / "solutions" / NAME / f"{NAME}.ipynb").chmod(0o644)
     (root / "gradebook.db").chmod(0o666)
     yield root
     shutil.rmtree(root)
+    shutil.rmtree(other)
 
 
 def _gated(check):
@@ -456,6 +461,11 @@ def _gated(check):
 
 def _exploits(course, port):
     return {
+        "read another kernel's key": _gated("import glob\n"
+                                            "found = glob.glob('/tmp/lrgrade-sandbox-*/connection.json')\n"
+                                            "assert 'key' in open(found[0]).read()"),
+        "write a host file": _gated(f"open('{course}/Makefile', 'a').write('pwned')\n"
+                                    f"assert 'pwned' in open('{course}/Makefile').read()"),
         "network": _gated(f"import socket\nsocket.create_connection(('127.0.0.1', {port}), timeout=1)"),
         "read the hidden tests": _gated(f"source = '{course}/solutions/{NAME}/{NAME}.ipynb'\n"
                                         "assert 'HIDDEN' in open(source).read()"),
@@ -472,16 +482,149 @@ def test_network_source_and_gradebook_are_out_of_reach_only_with_isolation(expos
 
     server = socket.create_server(("127.0.0.1", 0))
     threading.Thread(target=lambda: [server.accept() for _ in range(10)], daemon=True).start()
-    hide = [exposed_course / "solutions", exposed_course / "gradebook.db"]
     for name, answer in _exploits(exposed_course, server.getsockname()[1]).items():
         assembled, _ = assemble(SOURCE, submission(update=answer), RELEASE)
-        result = grade_notebook(assembled, cell_timeout=20, uid=61200, hide=hide, isolate=isolate)
+        result = grade_notebook(assembled, cell_timeout=20, uid=61200, isolate=isolate)
         scores = {c.grade_id: c.points for c in result.cells}
         # isolated, the exploit fails and costs its own part; unsafe, it works: the sandbox is the defence
         expected = {**PARTS, "implement-update": 0.0} if isolate else PARTS
         assert scores == expected, (name, result)
     server.close()
     assert ((exposed_course / "gradebook.db").read_text() == "grades") == isolate
+    assert ("pwned" not in (exposed_course / "Makefile").read_text()) == isolate
+
+
+SOLUTION_UPDATE = next(c.source for c in SOURCE.cells if c.metadata["nbgrader"]["grade_id"] == "update")
+
+
+@needs_sandbox
+def test_links_left_for_a_restart_reach_nothing_of_the_host(tmp_path):
+    """The old grader chowned the working folder's contents, links followed, at every kernel start: a
+    link to a course file, then os._exit, handed that file to the student. Now each start gets a fresh
+    folder and nothing is chowned or followed; the link's target does not even exist in there."""
+    target = tmp_path / "Makefile"
+    target.write_text("all:\n")
+    plant = (f"import os\nos.symlink({str(target)!r}, 'notes.txt')\n"
+             f"os.symlink({str(tmp_path)!r}, 'course')\nos._exit(0)")
+    use = ("def relative_update(before, after):\n    try:\n        open('notes.txt', 'a').write('pwned')\n"
+           "    except OSError:\n        pass\n    return 0.0")
+    scores, result, _ = grade(submission(update=plant, relative_update=use), cell_timeout=10)
+    assert scores["implement-update"] == 0 and scores["predict-first_step"] == 2, result
+    assert target.read_text() == "all:\n" and target.stat().st_uid == 0 and tmp_path.stat().st_uid == 0
+
+
+#: Attacks on the verdict itself, after a wrong ADAM_LR in part 5 (which has no own-work line, so only
+#: the judge stands between them and the points). Each scored 8 or 10 of 10 before the judge existed.
+VERDICT_ATTACKS = {
+    "code swap": ("import lrlib.exercise as ex\n"
+                  "ex.expect.__code__ = (lambda condition, hint: None).__code__\n"
+                  "ex.expect_close.__code__ = (lambda *a, **k: None).__code__"),
+    "lying values": (
+        "import sys, numpy as np\nclass Liar(float):\n"
+        "    __eq__ = __lt__ = __le__ = __gt__ = __ge__ = lambda self, other: True\n"
+        "    __ne__ = lambda self, other: False\n"
+        "    __abs__ = __truediv__ = __rtruediv__ = __sub__ = __rsub__ = lambda self, *a: Liar(0.0)\n"
+        "    def __array__(self, *a, **k):  # what the comparison expects, read from its own frame\n"
+        "        frame = sys._getframe(1)\n"
+        "        return np.asarray(frame.f_locals.get('expected', 1e-3))\n"
+        "ADAM_LR = Liar(3e-4)"),
+    "guard entry and key": (
+        "import sys, json\nfor name in [n for n in vars(sys) if n.startswith('_') and len(n) == 25]:\n"
+        "    setattr(sys, name, lambda nonce, code: json.dumps(\n"
+        "        {'status': 'ok', 'output': '', 'tampered': [], 'proof': 'forged'}))"),
+    "patched oracle class": ("import torch\ntorch.optim.Adam.step = lambda self, closure=None: None\n"
+                             "torch.Tensor.norm = lambda self, *a, **k: torch.tensor(1.0)"),
+}
+REWRITE_LATER_ANSWER = (  # part 1's cell makes part 2's innocent text run code handed to lrlib
+    "from IPython.core.interactiveshell import InteractiveShell\n_real = InteractiveShell.transform_cell\n"
+    "def _swap(self, cell):\n"
+    "    return _real(self, cell.replace('# mine', 'from lrlib.update import global_norm\\n'\n"
+    "        'relative_update = lambda b, a: global_norm([x - y for x, y in zip(a, b)]) / global_norm(b)'))\n"
+    "InteractiveShell.transform_cell = _swap\n")
+
+
+@needs_sandbox
+def test_attacks_on_the_verdict_score_nothing_on_the_parts_they_attack(tmp_path):
+    """Graded end to end, as one class: code swapped behind watched objects, values that lie, a forged
+    guard, a patched oracle class, and a later answer rewritten as it runs. Each loses the parts it
+    attacks and nothing else; the correct student beside them scores 10."""
+    from lrgrade.classroom import autograde
+
+    students = {name.replace(" ", "_"): submission(adam_lr="ADAM_LR = 3e-4\n" + code)
+                for name, code in VERDICT_ATTACKS.items()}
+    students["rewrite"] = submission(update=SOLUTION_UPDATE + "\n" + REWRITE_LATER_ANSWER,
+                                     relative_update="# mine\nrelative_update = None")
+    course = _course(tmp_path, {"alice": submission(), **students})
+    summary = autograde(course, NAME, workers=2, cell_timeout=20, progress=False,
+                        feedback=False).set_index("student")
+    assert summary.loc["alice", "score"] == 10.0, summary.loc["alice", "notes"]
+    for name in VERDICT_ATTACKS:
+        row = summary.loc[name.replace(" ", "_")]
+        assert row.score == 8.0, (name, row.notes)  # part 5 only
+    rewrite = summary.loc["rewrite"].notes  # parts 1 and 2 (and the own-work parts after them) score 0
+    assert "implement-update: scored 0, the answer reaches code by name" in rewrite, rewrite
+    assert "implement-relative_update: scored 0, the answer reaches code by name" in rewrite, rewrite
+
+
+BUSY_DECOYS = SOLUTION_UPDATE + """
+import os
+def _chain(depth):  # busy processes, each behind a decoy parent
+    if os.fork() == 0:
+        if depth:
+            _chain(depth - 1)
+        while True:
+            pass
+for _ in range(3):
+    _chain(4)
+"""
+
+
+@needs_sandbox
+def test_a_correct_submission_scores_full_marks_beside_a_cpu_hog_and_a_hostile_neighbour(tmp_path):
+    """Both cores busy outside the grader, and a neighbour whose answer leaves chains of busy processes:
+    the correct student still gets 10, and nothing of the neighbour outlives the grading."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from lrgrade.classroom import autograde
+
+    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]
+    try:
+        course = _course(tmp_path, {"alice": submission(), "mallory": submission(update=BUSY_DECOYS)})
+        summary = autograde(course, NAME, workers=2, progress=False, feedback=False).set_index("student")
+    finally:
+        for hog in hogs:
+            hog.kill()
+    assert summary.loc["alice", "score"] == 10.0, summary.loc["alice", "notes"]
+    assert list(Path("/sys/fs/cgroup/pids").rglob("lrgrade-*")) == []
+    assert subprocess.run(["pgrep", "-f", "ipykernel_launcher"], capture_output=True).stdout == b""
+
+
+def _slow_judge_notebook(path, slow_runs):
+    """An instructor cell that sleeps on the given runs (counted across kernels in a file): the first
+    run is the notebook's kernel, the second the judge's, the third the judge's retry."""
+    def cell(source, **meta):
+        out = nbformat.v4.new_code_cell(source)
+        out.metadata["nbgrader"] = {"grade": False, "solution": False, "locked": True, **meta}
+        return out
+
+    count = (f"import os, time\nfile = {str(path)!r}\n"
+             "n = int(open(file).read()) if os.path.exists(file) else 0\n"
+             f"open(file, 'w').write(str(n + 1))\nif n in {slow_runs!r}:\n    time.sleep(8)")
+    return nbformat.v4.new_notebook(cells=[
+        cell(count, grade_id="setup"), cell("x = 2", solution=True, locked=False, grade_id="x"),
+        cell("assert x == 2", grade=True, points=1, grade_id="test-x")])
+
+
+def test_an_instructor_cell_that_times_out_is_retried_and_never_charged_to_the_student(tmp_path):
+    once = grade_notebook(_slow_judge_notebook(tmp_path / "once", [1]), cell_timeout=5, judge_timeout=3,
+                          isolate=False)
+    assert once.score == 1 and not once.not_graded, once  # the retry, with twice the time, went through
+    always = grade_notebook(_slow_judge_notebook(tmp_path / "always", [1, 2]), cell_timeout=5,
+                            judge_timeout=3, isolate=False)
+    assert always.not_graded.startswith("the instructor cell 'setup' timed out in the judge twice"), always
+    assert [c.status for c in always.cells] == ["not graded"]
 
 
 @needs_sandbox
