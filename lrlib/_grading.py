@@ -262,12 +262,17 @@ def decode(o: Any, depth: int = 0) -> Any:
         return _array(o, _dtype(o["dtype"]))
     if tag == "npscalar":
         return _array({"shape": [], "data": o["data"]}, _dtype(o["dtype"]))[()]
-    if tag == "array":
-        if o["dtype"] != "object":
-            raise ValueError("bad array")
+    if tag == "array":  # strings, or objects (each itself decoded from plain data)
         values = decode(o["v"], depth + 1)
-        array = np.empty(len(values), dtype=object)
-        array[:] = values
+        if type(values) is not list:
+            raise ValueError("bad array")
+        if o["dtype"] == "object":
+            array = np.empty(len(values), dtype=object)
+            array[:] = values
+        elif isinstance(o["dtype"], str) and len(o["dtype"]) < 16 and np.dtype(o["dtype"]).kind in "US":
+            array = np.array(values, dtype=o["dtype"])
+        else:
+            raise ValueError("bad array")
         return array.reshape(o["shape"])
     if tag == "tensor":
         name = o["dtype"]

@@ -121,3 +121,58 @@ def test_a_cell_that_reconfigures_the_kernel_taints_every_later_part():
     nb = notebook(("answer", patch), ("test", "pass"), ("answer", "def update(t, g, lr):\n    return 0"),
                   ("test", TEST))
     assert list(find_delegations(nb)) == ["test-2"]
+
+
+# --- the student's own notebook says so first (lrlib.exercise.expect_own_work) ---------------------------
+
+@pytest.fixture
+def shell():
+    """An IPython shell in this process, with its input history emptied."""
+    from IPython.core.interactiveshell import InteractiveShell
+
+    ip = InteractiveShell.instance()
+    ip.history_manager.reset()
+    ip.run_cell("import lrlib\nfrom lrlib.exercise import expect", store_history=True)
+    return ip
+
+
+def run_cells(shell, *cells):
+    """Run cells as a notebook would (kept in the history); the last one's output and success."""
+    import contextlib
+    import io
+
+    for cell in cells[:-1]:
+        shell.run_cell(cell, store_history=True)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        result = shell.run_cell(cells[-1], store_history=True)
+    return out.getvalue(), result.success
+
+
+LOCAL_TEST = ("# own work: lrlib.update.sgd_step, lrlib.update.descend\nlrlib.exercise.expect_own_work(1)\n"
+              "expect(abs(update(1.0, 2.0, 0.5)) < 1e-12, 'wrong')")
+
+
+@pytest.mark.parametrize("answer,hint", [
+    ("from lrlib.update import sgd_step\ndef update(t, g, lr):\n    return sgd_step(t, g, lr)",
+     "part 1 must not call lrlib.update.sgd_step: update uses it"),
+    ("import lrlib.update as u\ndef helper(t, g, lr):\n    return u.sgd_step(t, g, lr)\n"
+     "def update(t, g, lr):\n    return helper(t, g, lr)", "must not call lrlib.update.sgd_step"),
+    ("import functools, lrlib.update\nupdate = functools.partial(lrlib.update.sgd_step)",
+     "must not call lrlib.update.sgd_step"),
+    ("def update(t, g, lr):\n    return getattr(__import__('math'), 'fsum')([t, -lr * g])",
+     "a cell you ran uses __import__, getattr"),
+    ("%time x = 1\ndef update(t, g, lr):\n    return t - lr * g", "a magic or shell command"),
+])
+def test_a_visible_test_says_not_yet_when_a_part_is_not_own_work(shell, answer, hint):
+    out, ok = run_cells(shell, answer, LOCAL_TEST)
+    assert not ok and "Not yet: part 1 " in out and hint in out, out
+
+
+def test_own_work_passes_the_local_check_and_outside_ipython_it_does_nothing(shell):
+    from lrlib.exercise import expect_own_work
+
+    out, ok = run_cells(shell, "import math\ndef update(t, g, lr):\n    return math.fsum([t, -lr * g])",
+                        LOCAL_TEST)
+    assert ok and out == "", out
+    expect_own_work(1)  # no IPython here: nothing to read, nothing raised
