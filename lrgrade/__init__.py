@@ -19,8 +19,9 @@ kernel can neither read nor import (the sandbox hides it). One module per job:
 
 What it promises: no student code runs with the grader's rights or sees the host, the
 network, another submission or the verdict's code; a test's verdict depends only on plain data
-the student's kernel returned. What it cannot see: object identity across the two kernels
-(a value returned and an argument sharing memory), and code copied from lrlib's source.
+the student's kernel returned. What it cannot see: object identity across the two processes
+(a test that needs it runs its own function in the notebook's kernel with
+:func:`lrlib.exercise.in_notebook`), and code copied from lrlib's source.
 """
 
 from lrgrade.classroom import Outcome, autograde, grade_submission, record_grades, write_autograded

@@ -42,13 +42,15 @@ def find_delegations(nb) -> dict[str, str]:
 
     ``nb`` is an assembled notebook (the instructor's cells with the student's answers). A
     part's answers are the answer cells since the previous graded cell, every earlier answer
-    cell that binds a name its test reads, and every earlier answer cell whose names those use
+    cell that binds a name its test reads (one no earlier test read: a name an earlier test read
+    is that part's answer), and every earlier answer cell whose names those use
     (a helper written in an earlier part counts as this part's own code; a later cell has not
     run when this part is tested).
     """
     cells: list[Uses] = []
     found: dict[str, str] = {}
     since: list[int] = []  # the answer cells of the current part
+    claimed: set[str] = set()  # names an earlier test read: earlier parts' answers, not this one's
     for cell in nb.cells:
         meta = nbgrader_meta(cell)
         if cell.cell_type != "code":
@@ -58,7 +60,9 @@ def find_delegations(nb) -> dict[str, str]:
             cells.append(uses_of(cell.source))
         elif meta.get("grade"):
             entries, own, since = own_work_entries(cell.source), since, []
-            note = _verdict(entries, cells, own, test_reads(cell.source)) if entries else ""
+            reads = test_reads(cell.source)
+            note = _verdict(entries, cells, own, reads - claimed) if entries else ""
+            claimed |= reads
             if note:
                 found[meta["grade_id"]] = note
     return found

@@ -49,7 +49,10 @@ def warm_up() -> None:
                       torch.optim.AdamW([weight]), torch.optim.RAdam([weight])):
         weight.grad = torch.ones(2)
         optimizer.step()
-    torch.optim.lr_scheduler.LambdaLR(torch.optim.SGD([weight], lr=0.1), lambda t: 1.0).step()
+    optimizer = torch.optim.SGD([weight], lr=0.1)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda t: 1.0)
+    optimizer.step()
+    scheduler.step()
     try:
         from sklearn.datasets import load_digits
 
@@ -60,7 +63,8 @@ MAX_LINE = 512 * 2**20
 
 
 def _send(sock: socket.socket, message: dict) -> None:
-    sock.sendall(json.dumps(message).encode() + b"\n")
+    # UTF-8 as is: escaping would make one character of a student's answer 12 bytes
+    sock.sendall(json.dumps(message, ensure_ascii=False).encode("utf-8", "replace") + b"\n")
 
 
 class _Lines:
@@ -111,12 +115,18 @@ def _serve_notebook(sock: socket.socket, output_cap: int) -> None:
 
     def ask(prompt: object = "") -> str:
         _send(sock, {"input": str(prompt)})
-        message = lines.read()
+        try:
+            message = lines.read()
+        except ValueError:  # an answer that is not JSON: the test that asked fails, the judge goes on
+            return json.dumps({"grader": "the notebook's answer could not be read"})
         if message is None:
             os._exit(0)
         return str(message.get("reply", ""))
 
     builtins.input = ask
+    import lrlib._grading
+
+    lrlib._grading._IN_JUDGE = True  # in_notebook() now runs its function in the student's kernel
     while True:
         message = lines.read()
         if message is None:

@@ -30,6 +30,9 @@ from dataclasses import dataclass
 
 from lrgrade.sandbox import Limits, sandboxed_kernel_manager
 
+MAX_MESSAGE = 80 * 2**20  # bytes of one message from a kernel (an answer to the judge is at most 64 MiB)
+QUEUED = 64  # messages a channel keeps waiting
+
 #: Installed in the kernel before any student code runs (see :func:`guard_code`).
 #: It snapshots what instructor code relies on and defines ``run``, the only way instructor
 #: cells and tests are executed: it puts back and reports whatever student code changed (the
@@ -262,6 +265,7 @@ class Kernel:
         try:
             # the kernel's own start-up chatter, times a class, would bury the summary
             self.manager.start_kernel(cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            self._bound_messages()
             self.client = self.manager.client()
             self.client.start_channels()
             self.client.wait_for_ready(timeout=120)
@@ -270,6 +274,15 @@ class Kernel:
         except BaseException:
             self.close()
             raise
+
+    def _bound_messages(self) -> None:
+        """Cap what the kernel can make this process hold: no message over MAX_MESSAGE bytes (the
+        connection is dropped instead) and at most QUEUED waiting per channel."""
+        import zmq
+
+        context = self.manager.context
+        context.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE)
+        context.setsockopt(zmq.RCVHWM, QUEUED)
 
     def install_guard(self, timeout: float, output_cap: int, oracles: Sequence[str] = ()) -> None:
         """Put :data:`GUARD` into the kernel, before any student code runs, with ``oracles``
@@ -352,21 +365,27 @@ class Kernel:
             except queue.Empty:
                 if not self.manager.is_alive():
                     return "dead", "".join(chunks), {}
+            except Exception:  # a message the kernel forged (a bad signature): dropped, not obeyed
+                continue
             else:
                 if msg["parent_header"].get("msg_id") == msg_id:
                     if msg["msg_type"] == "status":
-                        idle = msg["content"]["execution_state"] == "idle"
+                        idle = msg["content"].get("execution_state") == "idle"
                     else:
                         keep(msg)
-            while not replied:
+            while not replied and time.monotonic() <= deadline:
                 # once the kernel is idle its reply is on its way: wait for it rather than for iopub
                 wait = max(0.0, min(0.1, deadline - time.monotonic())) if idle else 0
                 try:
-                    reply = self.client.get_shell_msg(timeout=wait)
+                    candidate = self.client.get_shell_msg(timeout=wait)
                 except queue.Empty:
                     break
-                replied = reply["parent_header"].get("msg_id") == msg_id
-        return reply["content"]["status"], "".join(chunks), reply["content"].get("user_expressions", {})
+                except Exception:  # forged, as above
+                    continue
+                if candidate["parent_header"].get("msg_id") == msg_id:
+                    reply, replied = candidate, True
+        content = reply.get("content", {})
+        return str(content.get("status", "error")), "".join(chunks), content.get("user_expressions", {}) or {}
 
     def kill_strays(self) -> None:
         """End every process the student's code started (the kernel stays), however deep its tree or

@@ -187,13 +187,11 @@ class _Grading:
 
     def run_judge(self, code: str, limit: float) -> tuple[str, str]:
         """Run a trusted cell in the judge, with the names it reads from the notebook bound first."""
-        names = student_names(code)
-        out = ""
-        if names:
-            bind = f"__import__('lrlib._grading', fromlist=['bind']).bind({names!r})"
-            status, out = self.judge.run_judged(bind, limit, self.output_cap, self.bridge)
-            if status != "ok":
-                return status, out
+        names = student_names(code)  # bind() also marks the judge's own objects, so always run it
+        bind = f"__import__('lrlib._grading', fromlist=['bind']).bind({names!r})"
+        status, out = self.judge.run_judged(bind, limit, self.output_cap, self.bridge)
+        if status != "ok":
+            return status, out
         status, more = self.judge.run_judged(code, limit, self.output_cap, self.bridge)
         return status, out + more
 
@@ -219,7 +217,7 @@ class _Grading:
                          f"twice (the second time with {2 * self.judge_timeout:g} s)")
 
 
-MAX_ANSWER = 256 * 2**20  # characters of one answer from the student's kernel
+MAX_ANSWER = 64 * 2**20  # characters of one answer from the student's kernel (at most 4 bytes each)
 
 
 @own_event_loop
@@ -262,7 +260,11 @@ def grade_notebook(nb: nbformat.NotebookNode, *, limits: Limits | None = None, c
     grading = _Grading(nb, limits, cell_timeout, judge_timeout, uid, output_cap, max_restarts, isolate)
     part_start = 0
     pending: list[str] = []  # tampering found before an instructor cell: charged to the next test
-    delegated = find_delegations(nb)  # parts handed to lrlib's own implementation score 0
+    try:
+        delegated = find_delegations(nb)  # parts handed to lrlib's own implementation score 0
+    except Exception as error:  # a reading that fails cannot clear anyone: every own-work part is flagged
+        delegated = {nbgrader_meta(c)["grade_id"]: f"could not be read ({type(error).__name__})"
+                     for c in nb.cells if nbgrader_meta(c).get("grade") and "# own work:" in c.source}
     try:
         grading.start_student()
         grading.start_judge()

@@ -268,7 +268,11 @@ def _bind_args(paths: Sequence[Path]) -> list[str]:
     it as plain, enterable folders (so a closed /root above the Python does not block it, and the
     rest of /root stays out of sight)."""
     args, made = [], {"/", "/usr", "/etc", "/tmp", "/dev", "/proc", "/home"}
+    exposed: list[Path] = []
     for path in sorted(paths, key=lambda p: len(p.parts)):
+        if any(path.is_relative_to(e) for e in exposed):
+            continue  # already in sight through a folder (or a link to one) bound above it
+        exposed.append(path)
         for parent in reversed(path.parents):
             if str(parent) not in made:
                 args += ["--perms", "0755", "--dir", str(parent)]

@@ -138,6 +138,7 @@ def serve(request: str) -> str:
     """Answer one request of the judge (JSON) in the student's kernel; the answer is JSON of plain data.
 
     Requests: ``{"op": "get", "name": ...}``, ``{"op": "call", "ref": id, "args": pickled}``,
+    ``{"op": "run", "args": pickled (function, args, kwargs)}`` (see :func:`in_notebook`),
     ``{"op": "getattr", "ref": id, "name": ...}``, ``{"op": "getitem", "ref": id, "args": pickled}``,
     ``{"op": "len"|"iter"|"repr"|"str"|"bool", "ref": id}``. Answers: ``{"value": ...}`` (and, for a call,
     ``"after"``: the changed arguments' state), ``{"missing": true}`` or ``{"error": {"type", "message"}}``.
@@ -150,6 +151,9 @@ def serve(request: str) -> str:
             if ask["name"] not in namespace:
                 return json.dumps({"missing": True})
             return json.dumps({"value": encode(namespace[ask["name"]])})
+        if op == "run":  # a function of the judge's, by value, run here on the notebook's names
+            (function, args, kwargs), _ = pickle.loads(base64.b64decode(ask["args"]))
+            return json.dumps({"value": encode(function(*args, **kwargs))})
         target = _REFS[ask["ref"]]
         if op in ("call", "getitem"):
             args, kwargs = pickle.loads(base64.b64decode(ask["args"]))
@@ -185,7 +189,8 @@ def student_error(type_name: str, message: str) -> Exception:
     """The exception a student's code raised, rebuilt in the judge: a :class:`StudentError` that is
     also the built-in exception of that name (so ``except ValueError`` still catches it)."""
     base = getattr(builtins, type_name, None) if isinstance(type_name, str) else None
-    if not (isinstance(base, type) and issubclass(base, Exception)) or base is GradingError:
+    if (not (isinstance(base, type) and issubclass(base, Exception))
+            or issubclass(base, (StopIteration, StopAsyncIteration))):  # would end a loop of the test's
         base = Exception
     if type_name not in _RAISED:
         _RAISED[type_name] = type(str(type_name)[:80], (StudentError, base), {})
@@ -339,11 +344,33 @@ def _pickled(args: tuple, kwargs: dict) -> str:
     return _b64(buffer.getvalue())
 
 
+def _holds_handle(value: Any, depth: int = 0) -> bool:
+    """Whether a decoded value holds a :class:`Remote` anywhere (state must be data all the way down)."""
+    if isinstance(value, Remote) or depth > MAX_DEPTH:
+        return True
+    if isinstance(value, dict):
+        return any(_holds_handle(k, depth + 1) or _holds_handle(v, depth + 1) for k, v in value.items())
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return any(_holds_handle(v, depth + 1) for v in value)
+    return False
+
+
 def _copy_back(target: Any, state: Any) -> None:
-    """Put into the judge's argument what the student's function left in its copy."""
+    """Put into the judge's argument what the student's function left in its copy: an object the
+    test made for this call. One the judge had before the cell (the instructor's ``net``, ``x0``)
+    is never changed by a student's call: a test would compute its oracle on what the student left."""
     import torch
 
-    if isinstance(target, (torch.nn.Module, torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler)):
+    if id(target) in _PROTECTED:
+        raise GradingError(f"the notebook's function changed its argument (a {type(target).__name__} the "
+                           "test passed in), which it must leave as it was")
+    if _holds_handle(state):
+        raise GradingError("the call left its arguments holding something that is not data")
+    if isinstance(target, torch.optim.lr_scheduler.LRScheduler):
+        if not isinstance(state, dict) or set(state) - set(target.state_dict()):
+            raise GradingError("the call left its scheduler with attributes a scheduler does not have")
+        target.load_state_dict(state)
+    elif isinstance(target, (torch.nn.Module, torch.optim.Optimizer)):
         target.load_state_dict(state)
     elif isinstance(target, torch.Tensor) and isinstance(state, torch.Tensor) and state.shape == target.shape:
         with torch.no_grad():
@@ -421,12 +448,31 @@ class RemoteFunction(Remote):
         return value
 
 
+def in_notebook(function, *args, **kwargs) -> Any:
+    """In the judge: run ``function`` (a test's own, sent by value) in the student's kernel, where the
+    names it uses are the notebook's, and return its result as plain data.
+
+    For what only one process can observe: whether a value a student's function returned shares
+    memory with its argument (a checkpoint that is a copy, or a view that training on changes).
+    The result is the student's kernel's answer: a test compares it with what it expects, as with
+    any other value. Outside a judge (the student's own notebook) it simply calls ``function``.
+    """
+    if not _IN_JUDGE:
+        return function(*args, **kwargs)
+    return _value(_ask({"op": "run", "args": _pickled((function, args, kwargs), {})}))
+
+
+_IN_JUDGE = False  # set by the grader's judge before it runs any cell
+
+
 def bind(names: list[str]) -> list[str]:
-    """In the judge: fetch each name the judge's own cells did not bind from the student's notebook
-    into the judge's namespace (a value as data, a function as a :class:`RemoteFunction`).
+    """In the judge, before each cell: mark what the judge holds as its own (:func:`protect`), then
+    fetch each name the judge's own cells did not bind from the student's notebook into the
+    judge's namespace (a value as data, a function as a :class:`RemoteFunction`).
 
     Returns the names the notebook does not have (or could not give as plain data: it says which).
     """
+    protect()
     namespace, missing = _namespace(), []
     own = set(judge_names()) | set(dir(builtins))
     for name in names:
@@ -450,6 +496,37 @@ def bind(names: list[str]) -> list[str]:
 
 
 _BOUND: dict[str, Any] = {}
+#: ids of the objects the judge's namespace held when the current cell began (kept alive by _HELD)
+_PROTECTED: set[int] = set()
+_HELD: list[Any] = []
+
+
+def protect() -> None:
+    """Mark what the judge's namespace holds now (values, their items and attributes, a few levels
+    deep) as the judge's own: a student's call may not change them (see :func:`_copy_back`)."""
+    import torch
+
+    held, seen = [], set()
+    stack = [(v, 0) for k, v in _namespace().items() if not k.startswith("_")]
+    while stack:
+        value, depth = stack.pop()
+        if id(value) in seen or isinstance(value, (types.ModuleType, type, types.FunctionType, Remote)):
+            continue
+        seen.add(id(value))
+        held.append(value)
+        if depth >= 4:
+            continue
+        if isinstance(value, (list, tuple, set, frozenset)):
+            stack += [(v, depth + 1) for v in value]
+        elif isinstance(value, dict):
+            stack += [(v, depth + 1) for v in value.values()]
+        elif isinstance(value, torch.nn.Module):
+            stack += [(v, depth + 1) for v in [*value.parameters(), *value.buffers()]]
+        elif hasattr(value, "__dict__") and not isinstance(value, torch.Tensor):
+            stack += [(v, depth + 1) for v in vars(value).values()]
+    _PROTECTED.clear()
+    _PROTECTED.update(seen)
+    _HELD[:] = held
 
 
 def judge_names() -> list[str]:

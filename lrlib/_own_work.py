@@ -13,7 +13,7 @@ DIRECTIVE = re.compile(r"^#\s*own work:\s*(.+?)\s*$", re.MULTILINE)
 DYNAMIC_NAMES = frozenset({
     "__import__", "eval", "exec", "compile", "getattr", "setattr", "delattr", "vars", "globals",
     "locals", "get_ipython", "breakpoint", "__builtins__", "attrgetter", "methodcaller",
-    "__loader__", "__spec__"})
+    "__loader__", "__spec__", "get_type_hints", "ForwardRef", "_eval_type"})
 #: attributes that reach code by a string, or behind an object's back
 DYNAMIC_ATTRIBUTES = frozenset({
     "__dict__", "__globals__", "__getattribute__", "__getattr__", "__setattr__", "__delattr__",
@@ -21,7 +21,14 @@ DYNAMIC_ATTRIBUTES = frozenset({
     "__base__", "__self__", "__func__", "__module__", "__import__", "__loader__", "__spec__",
     "__reduce__", "__reduce_ex__", "__class__", "__defaults__", "__kwdefaults__", "attrgetter",
     "methodcaller", "import_module", "_getframe", "settrace", "setprofile", "addaudithook",
-    "meta_path", "path_hooks", "get_ipython"})
+    "meta_path", "path_hooks", "get_ipython", "get_type_hints", "ForwardRef", "_eval_type", "_evaluate"})
+#: the modules an answer may import in a notebook with own-work parts: any other is a module the
+#: check does not read through (pydoc.locate, string.Formatter and timeit all resolve names from text)
+ALLOWED_MODULES = frozenset({
+    "numpy", "torch", "math", "cmath", "copy", "re", "statistics", "collections", "itertools",
+    "functools", "operator", "random", "time", "warnings", "dataclasses", "typing", "scipy", "pandas",
+    "sklearn", "matplotlib", "lrlib", "decimal", "fractions", "heapq", "bisect", "json", "csv", "io", "os",
+    "pathlib", "textwrap", "datetime", "numbers", "enum", "abc", "contextlib", "tqdm", "sys", "__future__"})
 #: modules whose import is a way of reaching code by name, by bytes or behind the notebook's back
 DYNAMIC_MODULES = frozenset({
     "importlib", "inspect", "pickle", "_pickle", "marshal", "copyreg", "dill", "cloudpickle", "shelve",
@@ -49,20 +56,29 @@ class Uses(ast.NodeVisitor):
         self.dynamic: set[str] = set()
         self.exported: set[str] = set()  # names bound at the top level, which later cells see
         self.star: set[str] = set()  # modules imported with *
+        self.sys_names: set[str] = {"sys"}  # local names bound to the sys module
+        self.attribute_stores: set[str] = set()  # attributes the code sets on objects (np.gn = ...)
+
+    def _module(self, name: str) -> None:
+        top = name.split(".")[0]
+        if top in DYNAMIC_MODULES or (top and top not in ALLOWED_MODULES):
+            self.dynamic.add(f"import {top}")
 
     def visit_Import(self, node: ast.Import) -> None:
         for alias in node.names:
             self.imported.add(alias.name)
-            if alias.name.split(".")[0] in DYNAMIC_MODULES:
-                self.dynamic.add(f"import {alias.name.split('.')[0]}")
+            self._module(alias.name)
+            if alias.name == "sys":
+                self.sys_names.add(alias.asname or "sys")
             if alias.name.startswith("lrlib"):
                 self.lrlib_names.add(alias.asname or alias.name.split(".")[0])
             self.defined.add(alias.asname or alias.name.split(".")[0])
 
     def visit_ImportFrom(self, node: ast.ImportFrom) -> None:
         module = node.module or ""
-        if module.split(".")[0] in DYNAMIC_MODULES:
-            self.dynamic.add(f"import {module.split('.')[0]}")
+        self._module(module)
+        if node.level:  # a relative import: nothing a notebook has
+            self.dynamic.add("a relative import")
         elif module == "sys" and {a.name for a in node.names} & {"modules", "_getframe", "meta_path"}:
             self.dynamic.add("sys.modules")
         for alias in node.names:
@@ -76,8 +92,10 @@ class Uses(ast.NodeVisitor):
 
     def visit_Attribute(self, node: ast.Attribute) -> None:
         self.attributes.add(node.attr)
+        if isinstance(node.ctx, ast.Store):
+            self.attribute_stores.add(node.attr)
         if node.attr in DYNAMIC_ATTRIBUTES or (node.attr == "modules" and isinstance(node.value, ast.Name)
-                                               and node.value.id == "sys"):
+                                               and node.value.id in self.sys_names):
             self.dynamic.add(f".{node.attr}")
         self.generic_visit(node)
 
@@ -95,6 +113,10 @@ class Uses(ast.NodeVisitor):
 
     def visit_ClassDef(self, node: ast.ClassDef) -> None:
         self.defined.add(node.name)
+        self.generic_visit(node)
+
+    def visit_MatchClass(self, node: ast.MatchClass) -> None:
+        self.attributes.update(node.kwd_attrs)  # case object(sgd_step=f): an attribute read by its name
         self.generic_visit(node)
 
     def visit_Lambda(self, node: ast.Lambda) -> None:
@@ -122,7 +144,7 @@ def parse(code: str) -> ast.Module | None:
 
     try:
         return ast.parse(TransformerManager().transform_cell(code))
-    except (SyntaxError, ValueError, IndexError):  # the transformer itself can fail on broken code
+    except (SyntaxError, ValueError, IndexError, RecursionError, MemoryError):  # broken, or nested too deep
         return None
 
 
@@ -132,7 +154,11 @@ def uses_of(code: str) -> Uses:
     if tree is None:  # what cannot be parsed cannot be read: it may hide anything
         uses.dynamic.add("code that does not parse")
         return uses
-    uses.visit(tree)
+    try:
+        uses.visit(tree)
+    except RecursionError:  # an expression nested past what a reading follows
+        uses.dynamic.add("code nested too deeply to read")
+        return uses
     if re.search(r"^\s*[%!]", code, re.MULTILINE):
         uses.dynamic.add("a magic or shell command")
     uses.exported = _top_level(tree)
@@ -170,12 +196,14 @@ def used_entry(entry: str, uses: Uses) -> bool:
 
 def part_uses(cells: list[Uses], own: list[int], reads: set[str] = frozenset()) -> Uses:
     """What a part's answers use, together with every other answer cell they rely on: a cell that
-    binds a name the test reads joins it, then a cell that defines a name the part reads, and so
-    on until nothing more joins."""
+    binds a name the test reads joins it, then a cell that defines a name, or sets an attribute,
+    the part reads, and so on until nothing more joins."""
     members = set(own) | {i for i, c in enumerate(cells) if c.exported & reads}
-    while True:
+    while True:  # a cell joins when it binds a name, or sets an attribute (np.gn = ...), the part reads
         read = set().union(*(cells[i].loaded for i in members)) if members else set()
-        joining = {i for i, c in enumerate(cells) if i not in members and c.exported & read}
+        reached = set().union(*(cells[i].attributes for i in members)) if members else set()
+        joining = {i for i, c in enumerate(cells)
+                   if i not in members and (c.exported & read or c.attribute_stores & reached)}
         if not joining:
             break
         members |= joining

@@ -10,6 +10,10 @@ import math
 
 import numpy as np
 
+from lrlib._grading import in_notebook
+
+__all__ = ["expect", "expect_close", "expect_own_work", "in_notebook"]
+
 
 def expect(condition: bool, hint: str) -> None:
     """Pass silently when ``condition`` holds; otherwise print ``hint`` and fail.

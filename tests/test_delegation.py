@@ -176,3 +176,42 @@ def test_own_work_passes_the_local_check_and_outside_ipython_it_does_nothing(she
                         LOCAL_TEST)
     assert ok and out == "", out
     expect_own_work(1)  # no IPython here: nothing to read, nothing raised
+
+
+#: Routes an attacker who had read this check found (all returned {} before they were handled).
+MORE_ROUTES = {
+    "a class pattern": ("import lrlib.update as u\nmatch u:\n    case object(sgd_step=_s):\n        pass\n"
+                        "update = _s"),
+    "pydoc.locate": "import pydoc\nupdate = pydoc.locate('lrlib.update.' + 'sgd_step')",
+    "string.Formatter": ("import string, lrlib\n"
+                         "update = string.Formatter().get_field('m.update.sgd_step', (), {'m': lrlib})[0]"),
+    "typing.get_type_hints": ("import typing\ndef f(x: 'lrlib.update.sgd_step'): pass\n"
+                              "update = typing.get_type_hints(f)['x']"),
+    "timeit setup": "import timeit\ntimeit.Timer(setup='from lrlib.update import sgd_step')",
+    "sys under another name": "import sys as s\nupdate = s.modules['lrlib.update'].sgd_step",
+    "nested too deeply": "x = " + "+".join(["1"] * 3000) + "\nupdate = None",
+}
+
+
+@pytest.mark.parametrize("answer", MORE_ROUTES.values(), ids=MORE_ROUTES.keys())
+def test_routes_found_by_an_attacker_are_closed(answer):
+    assert list(find_delegations(notebook(("answer", answer), ("test", TEST)))) == ["test-1"]
+
+
+def test_a_helper_hidden_as_an_attribute_of_a_module_joins_the_part_that_uses_it():
+    """np.gn = lrlib.update.global_norm in part 1's cell, used by part 2's function: part 2's."""
+    part2 = TEST.replace("lrlib.update.sgd_step, lrlib.schedules", "lrlib.update.global_norm")
+    nb = notebook(("answer", "import numpy as np, lrlib.update\nnp.gn = lrlib.update.global_norm\nx = 1"),
+                  ("test", "# own work: lrlib.update.sgd_step\npass"),
+                  ("answer", "import numpy as np\ndef norm(t):\n    return np.gn(t)"), ("test", part2))
+    assert list(find_delegations(nb)) == ["test-2"]
+
+
+def test_a_value_an_earlier_test_read_is_that_parts_answer_not_this_ones():
+    """A measure part's test compares with the prediction: a prediction computed with the forbidden
+    code costs the predict part, not the measure part that only reads it."""
+    predict = "# own work: lrlib.update.sgd_step\nexpect(PREDICTED > 0, '')"
+    measure = "# own work: lrlib.update.sgd_step\nexpect(abs(MEASURED - PREDICTED) < 1, '')"
+    nb = notebook(("answer", "from lrlib.update import sgd_step\nPREDICTED = sgd_step(1.0, 1.0, 0.5)"),
+                  ("test", predict), ("answer", "MEASURED = 0.5"), ("test", measure))
+    assert list(find_delegations(nb)) == ["test-1"]

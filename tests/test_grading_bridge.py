@@ -152,3 +152,19 @@ def test_an_answer_that_is_not_data_fails_the_test_not_the_judge(monkeypatch):
     monkeypatch.setattr(builtins, "input", lambda prompt: json.dumps({"grader": "the kernel died"}))
     with pytest.raises(bridge.GradingError, match="the kernel died"):
         bridge.RemoteFunction(1, "function")()
+
+
+def test_in_notebook_runs_the_judges_function_on_the_notebooks_names(wired, monkeypatch):
+    """What only one process can observe (does a returned checkpoint share memory with the model?)
+    is asked of the notebook's kernel by running the test's own function there."""
+    def save(weights):  # the student's: no copy
+        return {"w": weights}
+
+    wired.update(save=save, np=np)
+    cell = {"__name__": "__main__"}
+    exec("def trained_on(n):\n    w = np.zeros(n)\n    saved = save(w)\n    w += 1\n"
+         "    return saved['w'].tolist()", cell)
+    monkeypatch.setattr(bridge, "_IN_JUDGE", True)
+    assert bridge.in_notebook(cell["trained_on"], 2) == [1.0, 1.0]  # it was not a copy
+    monkeypatch.setattr(bridge, "_IN_JUDGE", False)  # in the student's own notebook: a plain call
+    assert bridge.in_notebook(lambda x: x + 1, 1) == 2
