@@ -253,11 +253,11 @@ class JudgeServer:
     def close(self) -> None:
         """Stop the server and every judge it forked."""
         self.control.close()
+        if self.box is not None:
+            self.box.end(self.process)
         if self.process.poll() is None:
             self.process.kill()
             self.process.wait()
-        if self.box is not None:
-            self.box.close()
 
 
 JUDGE_UID_BASE = 60000  # judges run as 60000-60999, never a student's uid

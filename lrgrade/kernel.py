@@ -415,12 +415,16 @@ class Kernel:
         try:
             if client is not None:
                 client.stop_channels()
+        except Exception:  # already gone
+            pass
+        if self.isolate:  # the kernel and its strays first, so that bwrap reaps them (Sandbox.end)
+            self.manager.sandbox.end(getattr(self.manager.provisioner, "process", None)
+                                     if self.manager.has_kernel else None)
+        try:
             if self.manager.has_kernel:
                 self.manager.shutdown_kernel(now=True)
         except Exception:  # already gone
             pass
-        if self.isolate:
-            self.manager.sandbox.close()
         if self._folder is not None:
             self._folder.cleanup()
 

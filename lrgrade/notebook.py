@@ -34,6 +34,7 @@ from lrgrade.kernel import Kernel, oracle_modules, own_event_loop
 from lrgrade.sandbox import Limits
 from lrgrade.submission import nbgrader_meta
 from lrlib._grading import PREFIX
+from lrlib._own_work import test_reads
 
 _CELL_BROKE = {
     "timeout": "[grader] this cell ran past the time limit per cell and was stopped; "
@@ -91,25 +92,7 @@ def student_names(code: str) -> list[str]:
     >>> student_names("got = update(0.9, -0.4, lr)\\nexpect(got > 0, 'hint')")
     ['expect', 'lr', 'update']
     """
-    import ast
-
-    from IPython.core.inputtransformer2 import TransformerManager
-
-    try:
-        tree = ast.parse(TransformerManager().transform_cell(code))
-    except SyntaxError:
-        return []
-    loaded, bound = set(), set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Name):
-            (loaded if isinstance(node.ctx, ast.Load) else bound).add(node.id)
-        elif isinstance(node, ast.arg):
-            bound.add(node.arg)
-        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-            bound.add(node.name)
-        elif isinstance(node, (ast.Import, ast.ImportFrom)):
-            bound.update((a.asname or a.name).split(".")[0] for a in node.names)
-    return sorted(loaded - bound)
+    return sorted(test_reads(code))
 
 
 class _Grading:

@@ -405,6 +405,19 @@ class Sandbox:
         started and wherever it sits in the process tree. Returns how many were killed."""
         return self.cgroup.kill(keep) if self.cgroup else 0
 
+    def end(self, bwrap: subprocess.Popen | None) -> None:
+        """Stop what runs in the sandbox the way that leaves nothing behind: kill everything in it
+        but ``bwrap`` (the process :meth:`command` started), so that bwrap reaps its child and exits,
+        and wait for it; then :meth:`close`. (Killing bwrap first would orphan the sandbox's first
+        process to the host's init, which may never reap it.)"""
+        if bwrap is not None and bwrap.poll() is None and self.cgroup is not None:
+            self.cgroup.kill(keep=(bwrap.pid,))
+            try:
+                bwrap.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                pass
+        self.close()
+
     def close(self) -> None:
         """Kill everything in the sandbox and remove its cgroup and state folder. The socket
         folder holds only what the kernel made before it was locked; rmtree unlinks, never follows."""
@@ -455,6 +468,7 @@ def run_sandboxed(argv: Sequence[str], *, uid: int = 61000, limits: Limits | Non
                                 stderr=subprocess.PIPE, start_new_session=True)
         out, err, timed_out = _communicate_capped(proc, stdin, limits, box)
         peak = box.cgroup.memory_peak() if box.cgroup else 0
+        box.end(proc)
     cap = limits.output_bytes
     return SandboxResult(proc.returncode, out[:cap], err[:cap], timed_out, (len(out) > cap, len(err) > cap),
                          peak)
@@ -484,7 +498,7 @@ def _communicate_capped(proc: subprocess.Popen, stdin: bytes | None, limits: Lim
         wait = None if timed_out else deadline - time.monotonic()
         if wait is not None and wait <= 0:
             timed_out = True
-            box.kill_strays(keep=())
+            box.kill_strays(keep=(proc.pid,))  # bwrap then reaps its child and exits
             continue
         for key, _ in selector.select(timeout=wait):
             chunk = os.read(key.fd, 65536)

@@ -21,14 +21,17 @@ DYNAMIC_ATTRIBUTES = frozenset({
     "__base__", "__self__", "__func__", "__module__", "__import__", "__loader__", "__spec__",
     "__reduce__", "__reduce_ex__", "__class__", "__defaults__", "__kwdefaults__", "attrgetter",
     "methodcaller", "import_module", "_getframe", "settrace", "setprofile", "addaudithook",
-    "meta_path", "path_hooks", "get_ipython", "get_type_hints", "ForwardRef", "_eval_type", "_evaluate"})
+    "meta_path", "path_hooks", "get_ipython", "get_type_hints", "ForwardRef", "_eval_type", "_evaluate",
+    "system", "popen", "execv", "execve", "execvp", "execl", "execlp", "spawnv", "spawnl", "posix_spawn"})
 #: the modules an answer may import in a notebook with own-work parts: any other is a module the
 #: check does not read through (pydoc.locate, string.Formatter and timeit all resolve names from text)
 ALLOWED_MODULES = frozenset({
     "numpy", "torch", "math", "cmath", "copy", "re", "statistics", "collections", "itertools",
     "functools", "operator", "random", "time", "warnings", "dataclasses", "typing", "scipy", "pandas",
     "sklearn", "matplotlib", "lrlib", "decimal", "fractions", "heapq", "bisect", "json", "csv", "io", "os",
-    "pathlib", "textwrap", "datetime", "numbers", "enum", "abc", "contextlib", "tqdm", "sys", "__future__"})
+    "pathlib", "textwrap", "datetime", "numbers", "enum", "abc", "contextlib", "tqdm", "sys", "__future__",
+    "glob", "socket", "shutil", "tempfile", "threading", "hashlib", "base64", "struct", "array", "uuid",
+    "secrets", "signal", "errno", "queue", "logging", "platform", "locale", "gzip", "zipfile", "resource"})
 #: modules whose import is a way of reaching code by name, by bytes or behind the notebook's back
 DYNAMIC_MODULES = frozenset({
     "importlib", "inspect", "pickle", "_pickle", "marshal", "copyreg", "dill", "cloudpickle", "shelve",
@@ -178,6 +181,8 @@ def test_reads(test_source: str) -> set[str]:
             bound.add(node.arg)
         elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
             bound.add(node.name)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            bound.update((a.asname or a.name).split(".")[0] for a in node.names)
     return loaded - bound
 
 

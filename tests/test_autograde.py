@@ -1,6 +1,8 @@
 """lrgrade: a submission is rebuilt from the source, run in the sandbox and scored outside it."""
 
 import copy
+import tempfile
+from pathlib import Path
 
 import nbformat
 import pytest
@@ -440,7 +442,8 @@ def exposed_course():
     nbformat.write(SOURCE, root / "solutions" / NAME / f"{NAME}.ipynb")
     (root / "gradebook.db").write_text("grades")
     (root / "Makefile").write_text("all:\n")
-    other = Path(tempfile.mkdtemp(prefix="lrgrade-sandbox-"))  # another student's kernel, as the host has it
+    other = OTHER_KERNEL  # another student's kernel, as the host has it (root-only, like the real ones)
+    other.mkdir(mode=0o700, exist_ok=True)
     (other / "connection.json").write_text('{"key": "secret"}')
     for path in [root, root / "solutions", root / "solutions" / NAME]:
         path.chmod(0o755)
@@ -449,6 +452,9 @@ def exposed_course():
     yield root
     shutil.rmtree(root)
     shutil.rmtree(other)
+
+
+OTHER_KERNEL = Path(tempfile.gettempdir()) / "lrgrade-sandbox-another-student"
 
 
 def _gated(check):
@@ -461,9 +467,7 @@ def _gated(check):
 
 def _exploits(course, port):
     return {
-        "read another kernel's key": _gated("import glob\n"
-                                            "found = glob.glob('/tmp/lrgrade-sandbox-*/connection.json')\n"
-                                            "assert 'key' in open(found[0]).read()"),
+        "read another kernel's key": _gated(f"assert 'key' in open('{OTHER_KERNEL}/connection.json').read()"),
         "write a host file": _gated(f"open('{course}/Makefile', 'a').write('pwned')\n"
                                     f"assert 'pwned' in open('{course}/Makefile').read()"),
         "network": _gated(f"import socket\nsocket.create_connection(('127.0.0.1', {port}), timeout=1)"),
@@ -603,7 +607,7 @@ def test_a_correct_submission_scores_full_marks_beside_a_cpu_hog_and_a_hostile_n
         for hog in hogs:
             hog.kill()
     assert summary.loc["alice", "score"] == 10.0, summary.loc["alice", "notes"]
-    assert list(Path("/sys/fs/cgroup/pids").rglob("lrgrade-*")) == []
+    assert list(Path("/sys/fs/cgroup/pids").rglob("lrgrade-62*")) == []  # the students' (judges' are 60xxx)
     assert subprocess.run(["pgrep", "-f", "ipykernel_launcher"], capture_output=True).stdout == b""
 
 
