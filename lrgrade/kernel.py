@@ -266,7 +266,7 @@ class Kernel:
             # the kernel's own start-up chatter, times a class, would bury the summary
             self.manager.start_kernel(cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             self._bound_messages()
-            self.client = self.manager.client()
+            self.client = self.manager.client(context=self.manager.context)  # the context with the caps
             self.client.start_channels()
             self.client.wait_for_ready(timeout=120)
             if isolate:  # before any student code: the kernel's sockets can no longer be replaced

@@ -18,8 +18,10 @@ Arguments go the other way (judge to student) pickled: the student's kernel is u
 so it may unpickle what the trusted judge sends, never the reverse. Functions the judge's
 cells define (a lambda passed as a loss) travel by value, so a student cannot swap them.
 A call also returns the arguments' state after it (a model's weights, an optimizer's state, an
-array's values) when the call changed them, and the judge copies that state into its own
-objects: a test can still check that a function did, or did not, change its inputs.
+array's values) when the call changed them: a call that changed an input in place fails the
+test, unless the test allowed it (:class:`changes_allowed`, for a function whose job is to
+change them, like loading a checkpoint), and then the judge copies that state into the objects
+the test made for the call (never into the judge's objects from earlier cells).
 """
 
 from __future__ import annotations
@@ -361,9 +363,13 @@ def _copy_back(target: Any, state: Any) -> None:
     is never changed by a student's call: a test would compute its oracle on what the student left."""
     import torch
 
-    if id(target) in _PROTECTED:
+    shared = [id(target)]  # what writing into the target writes into
+    if isinstance(target, torch.nn.Module):
+        shared += [id(t) for t in [*target.parameters(), *target.buffers()]]
+    if (set(shared) & _PROTECTED or (isinstance(target, torch.Tensor) and target._base is not None)
+            or (isinstance(target, np.ndarray) and target.base is not None)):
         raise GradingError(f"the notebook's function changed its argument (a {type(target).__name__} the "
-                           "test passed in), which it must leave as it was")
+                           "test passed in, or a view of one), which it must leave as it was")
     if _holds_handle(state):
         raise GradingError("the call left its arguments holding something that is not data")
     if isinstance(target, torch.optim.lr_scheduler.LRScheduler):
@@ -434,18 +440,42 @@ class RemoteFunction(Remote):
         handle = object.__getattribute__(self, "_id")
         answer = _ask({"op": "call", "ref": handle, "args": _pickled(args, kwargs)})
         value = _value(answer)
+        after = answer.get("after") if type(answer.get("after")) is list else []
+        after_kw = answer.get("after_kw") if type(answer.get("after_kw")) is dict else {}
+        changed = [(target, state) for target, state in zip(args, after) if state is not None]
+        changed += [(kwargs[key], state) for key, state in after_kw.items() if key in kwargs]
+        if changed and not _CHANGES_ALLOWED:  # an input changed in place would rig the test's own use of it
+            kind = type(changed[0][0]).__name__
+            raise GradingError(f"the notebook's function changed its argument (a {kind}) in place; this "
+                               "test needs its inputs left as they were")
         try:
-            after = answer.get("after") or []
-            for target, state in zip(args, after if type(after) is list else []):
-                if state is not None:
-                    _copy_back(target, decode(state))
-            after_kw = answer.get("after_kw") or {}
-            for key, state in (after_kw.items() if type(after_kw) is dict else ()):
-                if key in kwargs:
-                    _copy_back(kwargs[key], decode(state))
-        except (ValueError, KeyError, TypeError, RuntimeError, RecursionError) as error:
+            for target, state in changed:
+                _copy_back(target, decode(state))
+        except (ValueError, KeyError, TypeError, RuntimeError, RecursionError, AttributeError,
+                IndexError) as error:
             raise GradingError(f"the call changed its arguments into something else: {error}") from None
         return value
+
+
+_CHANGES_ALLOWED = False
+
+
+class changes_allowed:
+    """``with changes_allowed(): load_checkpoint(checkpoint, model, optimizer, scheduler)``: in a test,
+    the calls inside may change the arguments the test made for them, as the function is meant to
+    (the judge copies the change into its own objects). Elsewhere a call that changes an argument in
+    place fails the test: the test would otherwise compute its own expectation on what the student
+    left. The judge's objects from earlier cells stay protected even here. Outside a judge (the
+    student's own notebook) it changes nothing."""
+
+    def __enter__(self) -> changes_allowed:
+        global _CHANGES_ALLOWED
+        self._before, _CHANGES_ALLOWED = _CHANGES_ALLOWED, True
+        return self
+
+    def __exit__(self, *exc) -> None:
+        global _CHANGES_ALLOWED
+        _CHANGES_ALLOWED = self._before
 
 
 def in_notebook(function, *args, **kwargs) -> Any:

@@ -22,7 +22,14 @@ DYNAMIC_ATTRIBUTES = frozenset({
     "__reduce__", "__reduce_ex__", "__class__", "__defaults__", "__kwdefaults__", "attrgetter",
     "methodcaller", "import_module", "_getframe", "settrace", "setprofile", "addaudithook",
     "meta_path", "path_hooks", "get_ipython", "get_type_hints", "ForwardRef", "_eval_type", "_evaluate",
-    "system", "popen", "execv", "execve", "execvp", "execl", "execlp", "spawnv", "spawnl", "posix_spawn"})
+    "system", "popen", "execv", "execve", "execvp", "execl", "execlp", "spawnv", "spawnl", "posix_spawn",
+    "load", "loads", "read_pickle", "eval", "query", "resolve", "locate"})
+#: dunders an answer may reach (any other attribute that starts with _ is private: a way around a reading)
+PLAIN_DUNDERS = frozenset({
+    "__init__", "__name__", "__doc__", "__len__", "__call__", "__enter__", "__exit__", "__iter__",
+    "__next__", "__repr__", "__str__", "__getitem__", "__setitem__", "__contains__", "__eq__", "__hash__",
+    "__add__", "__mul__", "__sub__", "__truediv__", "__neg__", "__lt__", "__le__", "__gt__", "__ge__",
+    "__post_init__", "__version__"})
 #: the modules an answer may import in a notebook with own-work parts: any other is a module the
 #: check does not read through (pydoc.locate, string.Formatter and timeit all resolve names from text)
 ALLOWED_MODULES = frozenset({
@@ -31,7 +38,7 @@ ALLOWED_MODULES = frozenset({
     "sklearn", "matplotlib", "lrlib", "decimal", "fractions", "heapq", "bisect", "json", "csv", "io", "os",
     "pathlib", "textwrap", "datetime", "numbers", "enum", "abc", "contextlib", "tqdm", "sys", "__future__",
     "glob", "socket", "shutil", "tempfile", "threading", "hashlib", "base64", "struct", "array", "uuid",
-    "secrets", "signal", "errno", "queue", "logging", "platform", "locale", "gzip", "zipfile", "resource"})
+    "secrets", "signal", "errno", "queue", "platform", "locale", "gzip", "zipfile", "resource"})
 #: modules whose import is a way of reaching code by name, by bytes or behind the notebook's back
 DYNAMIC_MODULES = frozenset({
     "importlib", "inspect", "pickle", "_pickle", "marshal", "copyreg", "dill", "cloudpickle", "shelve",
@@ -61,6 +68,8 @@ class Uses(ast.NodeVisitor):
         self.star: set[str] = set()  # modules imported with *
         self.sys_names: set[str] = {"sys"}  # local names bound to the sys module
         self.attribute_stores: set[str] = set()  # attributes the code sets on objects (np.gn = ...)
+        self.globals: set[str] = set()  # names a function declares global (and so binds at the top)
+        self.captured: set[str] = set()  # names a match statement's patterns bind
 
     def _module(self, name: str) -> None:
         top = name.split(".")[0]
@@ -85,6 +94,8 @@ class Uses(ast.NodeVisitor):
         elif module == "sys" and {a.name for a in node.names} & {"modules", "_getframe", "meta_path"}:
             self.dynamic.add("sys.modules")
         for alias in node.names:
+            if alias.name == "sys":
+                self.sys_names.add(alias.asname or "sys")
             self.imported.add(f"{module}.{alias.name}" if alias.name != "*" else module)
             if alias.name == "*":
                 self.star.add(module)
@@ -97,8 +108,11 @@ class Uses(ast.NodeVisitor):
         self.attributes.add(node.attr)
         if isinstance(node.ctx, ast.Store):
             self.attribute_stores.add(node.attr)
-        if node.attr in DYNAMIC_ATTRIBUTES or (node.attr == "modules" and isinstance(node.value, ast.Name)
-                                               and node.value.id in self.sys_names):
+        sys_module = ((isinstance(node.value, ast.Name) and node.value.id in self.sys_names)
+                      or (isinstance(node.value, ast.Attribute) and node.value.attr == "sys"))
+        if node.attr.startswith("_") and node.attr not in PLAIN_DUNDERS:
+            self.dynamic.add(f"the private attribute .{node.attr}")
+        if node.attr in DYNAMIC_ATTRIBUTES or (node.attr == "modules" and sys_module):
             self.dynamic.add(f".{node.attr}")
         self.generic_visit(node)
 
@@ -116,6 +130,26 @@ class Uses(ast.NodeVisitor):
 
     def visit_ClassDef(self, node: ast.ClassDef) -> None:
         self.defined.add(node.name)
+        self.generic_visit(node)
+
+    def visit_Global(self, node: ast.Global) -> None:
+        self.globals.update(node.names)  # bound at the top level from inside a function
+
+    def visit_MatchAs(self, node: ast.MatchAs) -> None:
+        if node.name:
+            self.defined.add(node.name)
+            self.captured.add(node.name)
+        self.generic_visit(node)
+
+    def visit_MatchStar(self, node: ast.MatchStar) -> None:
+        if node.name:
+            self.defined.add(node.name)
+            self.captured.add(node.name)
+
+    def visit_MatchMapping(self, node: ast.MatchMapping) -> None:
+        if node.rest:
+            self.defined.add(node.rest)
+            self.captured.add(node.rest)
         self.generic_visit(node)
 
     def visit_MatchClass(self, node: ast.MatchClass) -> None:
@@ -164,7 +198,7 @@ def uses_of(code: str) -> Uses:
         return uses
     if re.search(r"^\s*[%!]", code, re.MULTILINE):
         uses.dynamic.add("a magic or shell command")
-    uses.exported = _top_level(tree)
+    uses.exported = _top_level(tree) | uses.globals | uses.captured
     return uses
 
 

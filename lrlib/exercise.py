@@ -10,9 +10,9 @@ import math
 
 import numpy as np
 
-from lrlib._grading import in_notebook
+from lrlib._grading import changes_allowed, in_notebook
 
-__all__ = ["expect", "expect_close", "expect_own_work", "in_notebook"]
+__all__ = ["changes_allowed", "expect", "expect_close", "expect_own_work", "in_notebook"]
 
 
 def expect(condition: bool, hint: str) -> None:

@@ -215,3 +215,32 @@ def test_a_value_an_earlier_test_read_is_that_parts_answer_not_this_ones():
     nb = notebook(("answer", "from lrlib.update import sgd_step\nPREDICTED = sgd_step(1.0, 1.0, 0.5)"),
                   ("test", predict), ("answer", "MEASURED = 0.5"), ("test", measure))
     assert list(find_delegations(nb)) == ["test-1"]
+
+
+#: A second attacker read: routes through allowed modules, private helpers, global statements, match
+#: captures and sys reached through os.
+SECOND_ROUTES = {
+    "torch's private importer": ("import torch._utils\n"
+                                 "update = torch._utils._import_dotted_name('lrlib.update.' + 'sgd_step')"),
+    "logging.config": ("import logging.config\n"
+                       "update = logging.config.BaseConfigurator({}).resolve('lrlib.update.sgd_step')"),
+    "a pickle loader": "import numpy as np\nupdate = np.load('f.npy', allow_pickle=True)[()]",
+    "pandas.eval": "import pandas as pd, lrlib\nupdate = pd.eval('lrlib.update.sgd_step')",
+    "os.sys.modules": "import os\nupdate = os.sys.modules['lrlib.update'].sgd_step",
+    "from os import sys": "from os import sys as S\nupdate = S.modules['lrlib.update'].sgd_step",
+}
+
+
+@pytest.mark.parametrize("answer", SECOND_ROUTES.values(), ids=SECOND_ROUTES.keys())
+def test_routes_found_by_a_second_attacker_read_are_closed(answer):
+    assert list(find_delegations(notebook(("answer", answer), ("test", TEST)))) == ["test-1"]
+
+
+@pytest.mark.parametrize("earlier", [
+    "import lrlib.update as U\ndef _s():\n    global helper\n    helper = U.sgd_step\n_s()",
+    "import lrlib.update as U\nmatch U.sgd_step:\n    case helper:\n        pass",
+])
+def test_a_name_bound_by_a_global_statement_or_a_match_joins_the_part_that_reads_it(earlier):
+    nb = notebook(("answer", earlier), ("test", "pass"),
+                  ("answer", "def update(t, g, lr):\n    return helper(t, g, lr)"), ("test", TEST))
+    assert list(find_delegations(nb)) == ["test-2"]

@@ -119,7 +119,11 @@ def test_a_call_changes_the_judges_arguments_as_it_changed_the_notebooks_copies(
     wired["in_place"] = in_place
     bridge.bind(["in_place"])
     model, array, untouched = torch.nn.Linear(2, 1), np.zeros(3), np.zeros(2)
-    assert bridge._namespace()["in_place"](model, array, untouched) == "done"
+    with pytest.raises(bridge.GradingError, match="changed its argument .* in place"):
+        bridge._namespace()["in_place"](model, array, untouched)  # a test that did not allow it
+    np.testing.assert_array_equal(array, np.zeros(3))
+    with bridge.changes_allowed():
+        assert bridge._namespace()["in_place"](model, array, untouched) == "done"
     assert torch.equal(model.weight.detach(), torch.full((1, 2), 2.0))  # copied back into the judge's
     np.testing.assert_array_equal(array, np.ones(3))
     np.testing.assert_array_equal(untouched, np.zeros(2))
@@ -168,3 +172,25 @@ def test_in_notebook_runs_the_judges_function_on_the_notebooks_names(wired, monk
     assert bridge.in_notebook(cell["trained_on"], 2) == [1.0, 1.0]  # it was not a copy
     monkeypatch.setattr(bridge, "_IN_JUDGE", False)  # in the student's own notebook: a plain call
     assert bridge.in_notebook(lambda x: x + 1, 1) == 2
+
+
+def test_a_call_cannot_change_what_the_judge_held_before_the_cell(wired):
+    """The instructor's objects (and views and wrappers of them) are the judge's: a student's call
+    that changes them fails the test instead of leaving them rigged for the oracle after it."""
+    def rig(value):
+        with torch.no_grad():
+            for t in value.parameters() if isinstance(value, torch.nn.Module) else [value]:
+                t.fill_(7.0)
+
+    wired["rig"] = rig
+    judge = bridge._namespace()
+    judge["net"], judge["x0"] = torch.nn.Linear(2, 1), torch.zeros(4)
+    bridge.bind(["rig"])  # marks the judge's objects as it starts a cell
+    with bridge.changes_allowed():  # even where a test allows changes
+        for argument in (judge["net"], judge["x0"], judge["x0"][:2], torch.nn.Sequential(judge["net"])):
+            with pytest.raises(bridge.GradingError, match="must leave as it was"):
+                judge["rig"](argument)
+        assert torch.equal(judge["x0"], torch.zeros(4)) and not (judge["net"].weight == 7).any()
+        fresh = torch.zeros(3)  # one the test made for the call: changed as the student's copy was
+        judge["rig"](fresh)
+    assert torch.equal(fresh, torch.full((3,), 7.0))
