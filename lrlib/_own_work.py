@@ -24,12 +24,13 @@ DYNAMIC_ATTRIBUTES = frozenset({
     "meta_path", "path_hooks", "get_ipython", "get_type_hints", "ForwardRef", "_eval_type", "_evaluate",
     "system", "popen", "execv", "execve", "execvp", "execl", "execlp", "spawnv", "spawnl", "posix_spawn",
     "load", "loads", "read_pickle", "eval", "query", "resolve", "locate"})
-#: dunders an answer may reach (any other attribute that starts with _ is private: a way around a reading)
+#: underscored attributes an answer may reach (os._exit, a namedtuple's API, common dunders); any other
+#: that starts with _ is private: a way around a reading
 PLAIN_DUNDERS = frozenset({
     "__init__", "__name__", "__doc__", "__len__", "__call__", "__enter__", "__exit__", "__iter__",
     "__next__", "__repr__", "__str__", "__getitem__", "__setitem__", "__contains__", "__eq__", "__hash__",
     "__add__", "__mul__", "__sub__", "__truediv__", "__neg__", "__lt__", "__le__", "__gt__", "__ge__",
-    "__post_init__", "__version__"})
+    "__post_init__", "__version__", "_exit", "_asdict", "_replace", "_fields", "_make"})
 #: the modules an answer may import in a notebook with own-work parts: any other is a module the
 #: check does not read through (pydoc.locate, string.Formatter and timeit all resolve names from text)
 ALLOWED_MODULES = frozenset({
