@@ -136,22 +136,21 @@ class Uses(ast.NodeVisitor):
     def visit_Global(self, node: ast.Global) -> None:
         self.globals.update(node.names)  # bound at the top level from inside a function
 
-    def visit_MatchAs(self, node: ast.MatchAs) -> None:
-        if node.name:
-            self.defined.add(node.name)
-            self.captured.add(node.name)
+    def _capture(self, name: str | None, node: ast.AST) -> None:
+        """A name a match pattern binds (case helper:, case [*rest], case {**rest})."""
+        if name:
+            self.defined.add(name)
+            self.captured.add(name)
         self.generic_visit(node)
+
+    def visit_MatchAs(self, node: ast.MatchAs) -> None:
+        self._capture(node.name, node)
 
     def visit_MatchStar(self, node: ast.MatchStar) -> None:
-        if node.name:
-            self.defined.add(node.name)
-            self.captured.add(node.name)
+        self._capture(node.name, node)
 
     def visit_MatchMapping(self, node: ast.MatchMapping) -> None:
-        if node.rest:
-            self.defined.add(node.rest)
-            self.captured.add(node.rest)
-        self.generic_visit(node)
+        self._capture(node.rest, node)
 
     def visit_MatchClass(self, node: ast.MatchClass) -> None:
         self.attributes.update(node.kwd_attrs)  # case object(sgd_step=f): an attribute read by its name
