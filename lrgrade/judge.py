@@ -202,7 +202,7 @@ class JudgeServer:
     in unsafe mode, as this process's user."""
 
     _lock = threading.Lock()
-    _instance: JudgeServer | None = None
+    _instances: dict[bool, JudgeServer] = {}  # one per isolation setting: switching costs no restart
 
     def __init__(self, isolate: bool = True):
         import atexit
@@ -229,14 +229,14 @@ class JudgeServer:
 
     @classmethod
     def shared(cls, isolate: bool = True) -> JudgeServer:
-        """This process's server, started on first use (and again if it died or ``isolate`` changed)."""
+        """This process's server for ``isolate``, started on first use (and again if it died)."""
         with cls._lock:
-            server = cls._instance
-            if server is None or server.process.poll() is not None or server.isolate != isolate:
+            server = cls._instances.get(isolate)
+            if server is None or server.process.poll() is not None:
                 if server is not None:
                     server.close()
-                cls._instance = cls(isolate)
-            return cls._instance
+                server = cls._instances[isolate] = cls(isolate)
+            return server
 
     def spawn(self, output_cap: int) -> Judge:
         """A fresh judge, forked from the server."""

@@ -20,6 +20,7 @@ import functools
 import hashlib
 import hmac
 import json
+import math
 import queue
 import re
 import secrets
@@ -32,6 +33,7 @@ from lrgrade.sandbox import Limits, sandboxed_kernel_manager
 
 MAX_MESSAGE = 80 * 2**20  # bytes of one message from a kernel (an answer to the judge is at most 64 MiB)
 QUEUED = 64  # messages a channel keeps waiting
+IDLE_GRACE_S = 2.0  # seconds to wait for "idle" after the reply before the output counts as lost
 
 #: Installed in the kernel before any student code runs (see :func:`guard_code`).
 #: It snapshots what instructor code relies on and defines ``run``, the only way instructor
@@ -61,6 +63,28 @@ def __lrgrade_install(key, name, output_cap, oracles):
     del weight, optimizer
     ip = get_ipython()
     missing = object()
+    written = [0]
+
+    def cap_stream(stream):  # a flood of output is cut here, at the source, before it is a message
+        base = type(stream).write
+
+        def capped(self, text, *args, **kwargs):
+            room = output_cap - written[0]
+            written[0] += len(text)
+            if room > 0:
+                base(self, text[:room], *args, **kwargs)
+            return len(text)
+
+        # a class with ``write`` as a property that ignores assignment: IPython 9 wraps and puts
+        # back an instance's write around every cell (for its output history), which would undo it
+        CappedStream = type("CappedStream", (type(stream),), {
+            "write": property(lambda self: capped.__get__(self), lambda self, value: None)})
+        vars(stream).pop("write", None)
+        stream.__class__ = CappedStream
+
+    for stream in (sys.stdout, sys.stderr):
+        cap_stream(stream)
+    ip.events.register("pre_execute", lambda: written.__setitem__(0, 0))
 
     def watched(n):
         return (n in ("builtins", "math", "numpy", "torch", "lrlib")
@@ -357,9 +381,15 @@ class Kernel:
                                      user_expressions=user_expressions)
         deadline = time.monotonic() + timeout
         replied = idle = False
+        replied_at = math.inf
         while not (replied and idle):
-            if time.monotonic() > deadline:
+            now = time.monotonic()
+            if now > deadline:
                 return "timeout", "".join(chunks), {}
+            if now > replied_at + IDLE_GRACE_S:
+                # the reply came but idle never did: a message over MAX_MESSAGE (a flood of output
+                # flushed at once) made ZMQ drop the connection; the cell itself has finished
+                break
             try:
                 msg = self.client.get_iopub_msg(timeout=0.1)
             except queue.Empty:
@@ -383,7 +413,7 @@ class Kernel:
                 except Exception:  # forged, as above
                     continue
                 if candidate["parent_header"].get("msg_id") == msg_id:
-                    reply, replied = candidate, True
+                    reply, replied, replied_at = candidate, True, time.monotonic()
         content = reply.get("content", {})
         return str(content.get("status", "error")), "".join(chunks), content.get("user_expressions", {}) or {}
 

@@ -45,6 +45,13 @@ isolation = pytest.mark.parametrize("isolate", [pytest.param(True, marks=needs_s
                                                pytest.param(False, id="isolation off")])
 
 
+def both_ways(cases: dict, unsafe_too: str) -> list:
+    """``cases`` (id -> value) isolated, and the one named ``unsafe_too`` with isolation off as well:
+    the defence is the judge's either way, so one case shows the unsafe path takes it too."""
+    return ([pytest.param(v, True, marks=needs_sandbox, id=f"{k}-isolated") for k, v in cases.items()]
+            + [pytest.param(cases[unsafe_too], False, id=f"{unsafe_too}-isolation off")])
+
+
 def test_assemble_takes_only_answers_from_the_student():
     nb = submission()
     for cell in nb.cells:
@@ -112,13 +119,12 @@ def test_an_answer_handed_to_lrlib_scores_0_on_its_part_and_the_feedback_says_wh
     assert "0 of 2 points: the answer hands this part" in shown
 
 
-@isolation
-@pytest.mark.parametrize("answer", [
-    "def update(theta, grad, lr):\n    while True:\n        pass",  # hangs when the test calls it
-    "while True:\n    pass",  # hangs where it is defined
-    "import os\nos._exit(0)",  # kills the kernel
-    "import sys\nsys.exit()",
-], ids=["loop in the function", "loop at definition", "os._exit", "sys.exit"])
+@pytest.mark.parametrize("answer,isolate", both_ways({
+    "loop in the function": "def update(theta, grad, lr):\n    while True:\n        pass",  # hangs in a test
+    "loop at definition": "while True:\n    pass",  # hangs where it is defined
+    "os._exit": "import os\nos._exit(0)",  # kills the kernel
+    "sys.exit": "import sys\nsys.exit()",
+}, unsafe_too="loop in the function"))
 def test_a_broken_answer_costs_only_its_part(answer, isolate):
     scores, result, _ = grade(submission(update=answer), cell_timeout=5, isolate=isolate)
     assert scores == {**PARTS, "implement-update": 0.0}, result
@@ -135,14 +141,13 @@ def test_an_answer_cell_that_raises_is_named_in_the_notes():
 WRONG_RATE = "ADAM_LR = 3e-4  # the folklore, wrong for this network\n"
 
 
-@isolation
-@pytest.mark.parametrize("tamper", [
-    "expect = expect_close = lambda *args, **kwargs: None",  # the assertion helpers
-    "import builtins\nbuiltins.abs = lambda x: 0.0\nbuiltins.isinstance = lambda *a: True",  # builtins
-    "import sys\nsys.excepthook = lambda *a: None\nsys.settrace(lambda *a: None)",  # interpreter hooks
-    "get_ipython().showtraceback = lambda *a, **k: None",  # how errors are shown
-    "ip = get_ipython()\nip.run_cell = lambda *a, **k: ip.run_cell.__self__",  # a hijacked kernel
-], ids=["helpers", "builtins", "hooks", "traceback display", "hijacked run_cell"])
+@pytest.mark.parametrize("tamper,isolate", both_ways({
+    "helpers": "expect = expect_close = lambda *args, **kwargs: None",  # the assertion helpers
+    "builtins": "import builtins\nbuiltins.abs = lambda x: 0.0\nbuiltins.isinstance = lambda *a: True",
+    "hooks": "import sys\nsys.excepthook = lambda *a: None\nsys.settrace(lambda *a: None)",  # interpreter's
+    "traceback display": "get_ipython().showtraceback = lambda *a, **k: None",  # how errors are shown
+    "hijacked run_cell": "ip = get_ipython()\nip.run_cell = lambda *a, **k: ip.run_cell.__self__",
+}, unsafe_too="helpers"))
 def test_tampering_with_the_machinery_does_not_pass_wrong_answers(tamper, isolate):
     """In part 5, which has no own-work line: only the judge decides whether the wrong rate passes.
     (Tampering in a part that has one also costs every later such part: see test_delegation.)"""
