@@ -3,8 +3,9 @@
 import os
 
 from nbconvert.preprocessors import CSSHTMLHeaderPreprocessor
-from nbgrader.preprocessors import ClearHiddenTests, GetGrades
-from traitlets import List
+from nbgrader.preprocessors import GetGrades
+
+from lrgrade.preprocessors import ClearHiddenTestsInFeedback, ReduceTestErrors
 
 c = get_config()  # noqa: F821  (injected by nbgrader when it loads this file)
 
@@ -17,13 +18,8 @@ c.ClearSolutions.text_stub = "YOUR ANSWER HERE"
 # A student's notebook must finish: no cell may run longer than this.
 c.ExecutePreprocessor.timeout = 120
 c.Execute.timeout = 120
-# Feedback never shows hidden tests, even for notebooks graded by plain `nbgrader autograde`
-# (`make autograde` already writes them without): cut the regions before the grades are read.
-
-
-class ClearHiddenTestsInFeedback(ClearHiddenTests):
-    # the HTML exporter configures this on every preprocessor; accepting it keeps the log quiet
-    display_data_priority = List(config=True)
-
-
-c.GenerateFeedback.preprocessors = [ClearHiddenTestsInFeedback, GetGrades, CSSHTMLHeaderPreprocessor]
+# Feedback never shows hidden tests, even for notebooks graded by plain `nbgrader autograde` or the
+# formgrader's Autograde button (`make autograde` already writes them without): a failed test's
+# traceback is cut to its message, then the hidden regions are cut, before the grades are read.
+c.GenerateFeedback.preprocessors = [ReduceTestErrors, ClearHiddenTestsInFeedback, GetGrades,
+                                    CSSHTMLHeaderPreprocessor]

@@ -24,7 +24,8 @@ the student's kernel returned. What it cannot see: object identity across the tw
 :func:`lrlib.exercise.in_notebook`), and code copied from lrlib's source.
 """
 
-from lrgrade.classroom import Outcome, autograde, grade_submission, record_grades, write_autograded
+from lrgrade.classroom import Outcome, autograde, grade_submission, write_autograded
+from lrgrade.gradebook import record_grades
 from lrgrade.notebook import CellResult, GradeResult, feedback_notebook, grade_notebook, strip_hidden_tests
 from lrgrade.submission import SubmissionError, assemble, read_submission
 

@@ -14,8 +14,9 @@ from typing import Any
 
 import nbformat
 
+from lrgrade.gradebook import record_grades
 from lrgrade.notebook import GradeResult, feedback_notebook, grade_notebook
-from lrgrade.submission import SubmissionError, assemble, nbgrader_meta, read_submission
+from lrgrade.submission import SubmissionError, assemble, read_submission
 
 
 @dataclass
@@ -48,46 +49,6 @@ def grade_submission(job: dict[str, Any]) -> Outcome:
         return Outcome(student, result, notebook=nb)
     except SubmissionError as error:
         return Outcome(student, None, str(error))
-
-
-def record_grades(gradebook: str | Path, assignment: str, source: nbformat.NotebookNode,
-                  outcomes: list[Outcome]) -> None:
-    """Write the scores into an nbgrader gradebook, from this (trusted) process only.
-
-    The assignment, its notebook and its grade cells are created from ``source`` when the
-    gradebook does not have them yet; each graded student gets a submission whose grade
-    cells hold the auto scores. Students whose submission could not be graded get nothing.
-    """
-    from nbgrader.api import Gradebook, MissingEntry
-    from sqlalchemy.exc import SAWarning
-
-    # nbgrader creates a new gradebook by running alembic, found on PATH: use this Python's
-    os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
-    with Gradebook(f"sqlite:///{Path(gradebook).resolve()}") as gb:
-        gb.update_or_create_assignment(assignment)
-        gb.update_or_create_notebook(assignment, assignment)
-        for cell in source.cells:
-            meta = nbgrader_meta(cell)
-            if meta.get("grade"):
-                points = float(meta.get("points", 0))
-                gb.update_or_create_grade_cell(meta["grade_id"], assignment, assignment, max_score=points,
-                                               cell_type=cell.cell_type)
-            if meta.get("solution"):  # nbgrader's feedback looks up a comment for every answer cell
-                gb.update_or_create_solution_cell(meta["grade_id"], assignment, assignment)
-        for outcome in outcomes:
-            if outcome.result is None or outcome.result.not_graded:
-                continue
-            gb.update_or_create_student(outcome.student)
-            try:
-                gb.find_submission(assignment, outcome.student)
-            except MissingEntry:
-                with warnings.catch_warnings():  # nbgrader's own autoflush warnings; the rows are written
-                    warnings.simplefilter("ignore", category=SAWarning)
-                    gb.add_submission(assignment, outcome.student)
-            for cell in outcome.result.cells:
-                grade = gb.find_grade(cell.grade_id, assignment, assignment, outcome.student)
-                grade.auto_score = cell.points
-            gb.db.commit()
 
 
 def _status(outcome: Outcome) -> str:
@@ -186,7 +147,8 @@ def autograde(course: str | Path, assignment: str, *, workers: int | None = None
         feedback: write each graded student's HTML feedback (:func:`write_feedback`).
 
     Returns a ``pandas.DataFrame`` with one row per student: score, max_score, status
-    (graded, timed out, not graded, failed), seconds, notes.
+    (graded, timed out, not graded, failed), the parts lost and why (:func:`lost_parts`),
+    seconds, notes; ``.attrs["notes"]`` holds notes about the course (a stale release).
     """
     from collections import Counter
     from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -210,7 +172,6 @@ def autograde(course: str | Path, assignment: str, *, workers: int | None = None
         warnings.warn(f"grading WITHOUT isolation ({why}): student code runs with your rights", stacklevel=2)
     else:
         check_the_kernel_can_start(course)
-    source = nbformat.read(source_path, as_version=4)
     found = (course / "submitted").glob(f"*/{assignment}/{assignment}.ipynb")
     students = sorted(p.parent.parent.name for p in found)
     jobs = [{"course": str(course), "assignment": assignment, "student": s, "uid": 62000 + i,
@@ -238,7 +199,7 @@ def autograde(course: str | Path, assignment: str, *, workers: int | None = None
         if own_pool:
             executor.shutdown()
     outcomes.sort(key=lambda o: o.student)
-    record_grades(course / gradebook, assignment, source, outcomes)
+    course_notes = record_grades(course, assignment, outcomes, gradebook)
     written = []
     for outcome in outcomes:  # one notebook that cannot be written must not cost the others theirs
         try:
@@ -254,9 +215,24 @@ def autograde(course: str | Path, assignment: str, *, workers: int | None = None
     for o in outcomes:
         if o.result is None:
             rows.append({"student": o.student, "score": float("nan"), "max_score": float("nan"),
-                         "status": "failed", "seconds": 0.0, "notes": o.error})
+                         "status": "failed", "lost": "", "seconds": 0.0, "notes": o.error})
         else:
             rows.append({"student": o.student, "score": o.result.score, "max_score": o.result.max_score,
-                         "status": _status(o), "seconds": o.result.seconds,
+                         "status": _status(o), "lost": lost_parts(o.result), "seconds": o.result.seconds,
                          "notes": "; ".join(o.result.notes)})
-    return pd.DataFrame(rows, columns=["student", "score", "max_score", "status", "seconds", "notes"])
+    columns = ["student", "score", "max_score", "status", "lost", "seconds", "notes"]
+    summary = pd.DataFrame(rows, columns=columns)
+    summary.attrs["notes"] = course_notes
+    return summary
+
+
+def lost_parts(result: GradeResult) -> str:
+    """The parts a student lost points on and why, one clause each:
+    ``"implement-update (failed: NameError: name 'update' is not defined)"``."""
+    clauses = []
+    for cell in result.cells:
+        if cell.points < cell.max_points:
+            lines = [line.strip() for line in cell.output.splitlines() if line.strip()]
+            why = f"{cell.status}: {lines[-1][:100]}" if lines and cell.status == "failed" else cell.status
+            clauses.append(f"{cell.grade_id} ({why})")
+    return "; ".join(clauses)

@@ -39,7 +39,14 @@ def main(argv: list[str] | None = None) -> int:
     if summary.empty:
         print(f"no submissions found in submitted/*/{args.assignment}/")
         return 0
-    print(summary.to_string(index=False))
+    print(summary.drop(columns=["lost"]).to_string(index=False))
+    lost = summary[summary.lost != ""]
+    if len(lost):
+        print("\nPoints lost, by part and why:")
+        for row in lost.itertuples():
+            print(f"  {row.student}: {row.lost}")
+    for note in summary.attrs.get("notes", []):
+        print(f"\nnote: {note}")
     counts = summary.status.value_counts()
     not_graded = counts.get("not graded", 0)
     print(f"\n{len(summary)} submissions: {counts.get('graded', 0)} graded, {counts.get('timed out', 0)} "

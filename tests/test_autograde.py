@@ -1,7 +1,9 @@
 """lrgrade: a submission is rebuilt from the source, run in the sandbox and scored outside it."""
 
+import contextlib
 import copy
 import tempfile
+import time
 from pathlib import Path
 
 import nbformat
@@ -12,6 +14,7 @@ from lrgrade.sandbox import isolation_available
 from lrgrade.submission import SubmissionError, assemble, read_submission
 
 from .conftest import ROOT
+from .site_check import CHROMIUM, browser
 
 AVAILABLE, WHY = isolation_available()
 needs_sandbox = pytest.mark.skipif(not AVAILABLE, reason=f"no isolation here: {WHY}")
@@ -302,15 +305,20 @@ def test_one_odd_submission_never_costs_the_class_its_feedback_or_its_grades(tmp
     assert "a student searched for this" in shown  # their own text is shown, not cut as a region
 
 
-@needs_sandbox
-def test_make_autograde_grades_a_class_records_exactly_the_scores_and_writes_feedback_and_csv(tmp_path):
-    """The instructor's one command, on a class with good, blank, broken and foreign submissions."""
-    import csv
+#: when each student of the class below submitted (``timestamp.txt``, as ``nbgrader collect`` writes it)
+STAMPS = {"alice": "2026-12-01 09:00:00.000000 UTC", "bob": "2026-12-02 10:30:00.000000 UTC",
+          "eve": "2026-12-03 11:45:00.000000 UTC", "mallory": "2026-12-04 12:00:00.000000 UTC"}
+#: the class's roster, imported with ``nbgrader db student import`` before grading
+ROSTER = "id,first_name,last_name,email\nalice,Alice,Liddell,alice@example.org\nbob,Bob,Builder,\n"
+
+
+@pytest.fixture(scope="module")
+def graded_class(tmp_path_factory):
+    """``make autograde`` run once on a class with good, blank, broken and foreign submissions, a
+    roster and submission times: (course folder, what make printed)."""
     import subprocess
 
-    from nbgrader.api import Gradebook
-
-    course = _course(tmp_path, {
+    course = _course(tmp_path_factory.mktemp("class"), {
         "alice": submission(),
         "bob": copy.deepcopy(RELEASE),
         "eve": submission(update="import os\nos._exit(0)"),
@@ -319,26 +327,175 @@ def test_make_autograde_grades_a_class_records_exactly_the_scores_and_writes_fee
                               as_version=4),
         "carol": '{"cells": [',
     })
+    for student, stamp in STAMPS.items():
+        (course / "submitted" / student / NAME / "timestamp.txt").write_text(stamp)
+    (course / "roster.csv").write_text(ROSTER)
+    _nbgrader(course, "db", "student", "import", "roster.csv")
     run = subprocess.run(["make", "-C", str(ROOT), "autograde", f"COURSE={course}", f"ASSIGNMENT={NAME}",
                           "AUTOGRADE_FLAGS=--workers 2 --cell-timeout 5"], capture_output=True, text=True)
     assert run.returncode == 0, run.stdout + run.stderr
-    assert "6 submissions: 4 graded, 0 graded with a timeout, 2 failed" in run.stdout, run.stdout
-    assert "not a valid notebook" in run.stdout and "another assignment" in run.stdout
-    expected = {"alice": 10.0, "bob": 0.0, "eve": 8.0, "mallory": 10.0}
+    return course, run.stdout
+
+
+CLASS_SCORES = {"alice": 10.0, "bob": 0.0, "eve": 8.0, "mallory": 10.0}
+
+
+@pytest.fixture
+def graded_copy(graded_class, tmp_path):
+    """A copy of the graded class's course folder, for a test that changes it (a hand grade)."""
+    import shutil
+
+    course, printed = graded_class
+    shutil.copytree(course, tmp_path / "course", symlinks=True)
+    return tmp_path / "course", printed
+
+
+@needs_sandbox
+def test_make_autograde_grades_a_class_records_exactly_the_scores_and_writes_feedback_and_csv(graded_class):
+    """The instructor's one command, on a class with good, blank, broken and foreign submissions."""
+    import csv
+
+    from nbgrader.api import Gradebook
+
+    course, printed = graded_class
+    assert "6 submissions: 4 graded, 0 graded with a timeout, 2 failed" in printed, printed
+    assert "not a valid notebook" in printed and "another assignment" in printed
+    # the summary names each part lost and why
+    assert "eve: implement-update (failed: " in printed and "bob: implement-update" in printed, printed
     with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gb:
-        assert {s.student.id: s.score for s in gb.assignment_submissions(NAME)} == expected  # nothing else
-        assert sorted(s.id for s in gb.students) == sorted(expected)
+        assert {s.student.id: s.score for s in gb.assignment_submissions(NAME)} == CLASS_SCORES
+        assert sorted(s.id for s in gb.students) == sorted(CLASS_SCORES)  # nothing else
+        assert gb.find_student("alice").last_name == "Liddell"  # the roster's names survive grading
     with open(course / "grades.csv") as f:
-        assert {row["student_id"]: float(row["score"]) for row in csv.DictReader(f)} == expected
+        rows = {row["student_id"]: row for row in csv.DictReader(f)}
+    assert {k: float(v["score"]) for k, v in rows.items()} == CLASS_SCORES
+    assert rows["alice"]["last_name"] == "Liddell"
+    assert rows["alice"]["timestamp"].startswith("2026-12-01 09:00")
     hidden = _hidden_lines()
     assert len(hidden) > 10
-    for student in expected:
+    for student in CLASS_SCORES:
         html = (course / "feedback" / student / NAME / f"{NAME}.html").read_text()
         assert not [line for line in hidden if line in html.replace("&quot;", '"').replace("&#39;", "'")]
         assert "HIDDEN TESTS" not in html
     eve = (course / "feedback" / "eve" / NAME / f"{NAME}.html").read_text()
     assert "0 of 2 points" in eve and "the kernel died while this cell ran" in eve
     assert not (course / "feedback" / "carol").exists() and not (course / "autograded" / "dave").exists()
+
+
+def _nbgrader(course, *args):
+    import os
+    import subprocess
+    import sys
+
+    bin_dir = Path(sys.executable).parent  # the activated venv, as the README says (alembic is on PATH)
+    run = subprocess.run([str(bin_dir / "nbgrader"), *args, "--log-level=ERROR"], cwd=course,
+                         capture_output=True, text=True,
+                         env={**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"})
+    assert run.returncode == 0, f"nbgrader {' '.join(args)}:\n{run.stdout}\n{run.stderr}"
+    return run.stdout
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@needs_sandbox
+def test_nbgraders_formgrader_and_commands_read_what_make_autograde_wrote(graded_copy):
+    """The gradebook is one nbgrader would have written: the formgrader lists every graded student
+    as autograded with their score and nothing to hand-grade; the assignment's cells are recorded
+    under the course's id; a hand grade and comment reach the feedback and the export; and
+    nbgrader's own generate_assignment and autograde run on the course without deleting anything."""
+    import csv
+
+    from nbgrader.api import Gradebook
+    from nbgrader.apps import NbGraderAPI
+    from nbgrader.coursedir import CourseDirectory
+    from nbgrader.utils import parse_utc
+
+    from lrgrade import CellResult, GradeResult, Outcome, record_grades
+    from lrgrade.gradebook import NO_RESPONSE, course_config
+
+    course, _ = graded_copy
+    config = course_config(course)
+    api = NbGraderAPI(coursedir=CourseDirectory(config=config), config=config)
+    assert api.get_autograded_students(NAME) == set(CLASS_SCORES)  # what Manage Submissions lists as graded
+    listed = {s["student"]: s for s in api.get_submissions(NAME)}
+    for student, score in CLASS_SCORES.items():
+        assert listed[student]["autograded"] and listed[student]["score"] == score, listed[student]
+        assert not listed[student]["needs_manual_grade"], listed[student]
+    recorded = {c.metadata["nbgrader"]["grade_id"] for c in RELEASE.cells}
+    with Gradebook(f"sqlite:///{course / 'gradebook.db'}", course_id="learning-rates-hands-on") as gb:
+        assert gb.find_assignment(NAME).course_id == "learning-rates-hands-on"
+        assert {c.name for c in gb.find_notebook(NAME, NAME).source_cells} == recorded
+        for student, stamp in STAMPS.items():
+            assert gb.find_submission(NAME, student).timestamp == parse_utc(stamp).replace(tzinfo=None)
+        answers = [c.name for c in gb.find_notebook(NAME, NAME).solution_cells]
+        assert {gb.find_comment(a, NAME, NAME, "bob").auto_comment for a in answers} == {NO_RESPONSE}
+        assert {gb.find_comment(a, NAME, NAME, "alice").auto_comment for a in answers} == {None}
+        # a hand grade and a comment, as the formgrader's page saves them
+        gb.find_grade("decide-adam_lr", NAME, NAME, "bob").manual_score = 1.0
+        gb.find_comment("adam_lr", NAME, NAME, "bob").manual_comment = "Right idea; see part 4's norm."
+        gb.db.commit()
+    bob = GradeResult(cells=[CellResult(g, 0.0, float(pts), "failed") for g, pts in PARTS.items()])
+    assert record_grades(course, NAME, [Outcome("bob", bob)]) == []  # a later round of make autograde
+    with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gb:
+        kept = gb.find_grade("decide-adam_lr", NAME, NAME, "bob")
+        assert kept.manual_score == 1.0 and kept.needs_manual_grade  # kept, and flagged for review
+    _nbgrader(course, "generate_feedback", NAME, "--force", "--student", "bob")
+    html = (course / "feedback" / "bob" / NAME / f"{NAME}.html").read_text()
+    assert "see part 4" in html and "1.0 / 10.0" in html.replace("(Score: ", "")
+    _nbgrader(course, "export", "--to", "grades.csv")
+    with open(course / "grades.csv") as f:
+        assert {r["student_id"]: float(r["score"]) for r in csv.DictReader(f)}["bob"] == 1.0
+    # the formgrader's Generate and Autograde buttons are these two commands
+    release, autograded = _files(course / "exercises"), _files(course / "autograded")
+    _nbgrader(course, "generate_assignment", NAME, "--force")
+    assert _sources_of(course / "exercises") == _sources_of(ROOT / "exercises", only=NAME)
+    assert set(_files(course / "exercises")) == set(release) and _files(course / "autograded") == autograded
+    _nbgrader(course, "autograde", NAME, "--force", "--student", "alice")
+    assert (course / "autograded" / "alice" / NAME / f"{NAME}.ipynb").is_file()
+    with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gb:
+        assert gb.find_submission(NAME, "alice").score == CLASS_SCORES["alice"]  # nbgrader agrees
+
+
+def _sources_of(folder: Path, only: str | None = None) -> dict[str, list]:
+    return {str(p.relative_to(folder)): [(c.cell_type, c.source) for c in nbformat.read(p, 4).cells]
+            for p in sorted(folder.rglob("*.ipynb")) if only is None or p.parent.name == only}
+
+
+def test_plain_nbgrader_on_a_fresh_course_as_the_readme_says_and_its_feedback_hides_hidden_tests(tmp_path):
+    """The README's plain commands, on a fresh course, for an answer that passes the visible tests
+    and fails a hidden one: they run, the score agrees with lrgrade's, and the feedback quotes no
+    hidden line (nbgrader_config.py cuts a failed test's traceback to its message)."""
+    in_place = "def update(theta, grad, lr):\n    theta -= lr * grad\n    return theta"
+    course = _course(tmp_path, {"frank": submission(update=in_place)})
+    for args in (["generate_assignment", NAME, "--force"], ["autograde", NAME, "--create"],
+                 ["generate_feedback", NAME], ["export", "--to", "grades.csv"]):
+        _nbgrader(course, *args)
+    assert _sources_of(course / "exercises") == _sources_of(ROOT / "exercises", only=NAME)
+    from nbgrader.api import Gradebook
+
+    with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gb:
+        plain = {g.name: g.score for g in gb.find_submission_notebook(NAME, NAME, "frank").grades}
+    scores, _, _ = grade(submission(update=in_place), isolate=False)
+    assert plain == scores and scores["implement-update"] == 0.0, (plain, scores)
+    html = (course / "feedback" / "frank" / NAME / f"{NAME}.html").read_text()
+    html = html.replace("&quot;", '"').replace("&#39;", "'")
+    assert not [line for line in _hidden_lines() if line in html]
+    assert "most recent call last" not in html and "HIDDEN TESTS" not in html
+
+
+def test_a_release_that_is_not_what_the_source_generates_is_named_and_left_as_it_is(tmp_path):
+    from lrgrade.gradebook import release_into_gradebook
+
+    course = _course(tmp_path, {})
+    assert release_into_gradebook(course, NAME, course / "gradebook.db") == []
+    stale = copy.deepcopy(RELEASE)
+    stale.cells[0].source += "\nAn old sentence."
+    nbformat.write(stale, course / "exercises" / NAME / f"{NAME}.ipynb")
+    notes = release_into_gradebook(course, NAME, course / "gradebook.db")
+    assert len(notes) == 1 and "run `make exercises`" in notes[0], notes
+    assert "An old sentence." in (course / "exercises" / NAME / f"{NAME}.ipynb").read_text()  # untouched
 
 
 @needs_sandbox
@@ -394,27 +551,6 @@ def test_a_class_is_graded_on_a_dask_cluster(tmp_path):
     with distributed.Client(processes=False, n_workers=1, threads_per_worker=2, dashboard_address=None) as dk:
         summary = autograde(course, NAME, executor=dk.get_executor(), cell_timeout=5, progress=False)
     assert dict(zip(summary.student, summary.score)) == {"alice": 10.0, "eve": 8.0}
-
-
-def test_feedback_from_plain_nbgrader_autograde_hides_the_hidden_tests_too(tmp_path):
-    """nbgrader_config.py cuts hidden tests from feedback even for notebooks graded without lrlib."""
-    import subprocess
-
-    from lrgrade.classroom import Outcome, record_grades
-    from lrgrade.notebook import GradeResult
-
-    course = _course(tmp_path, {})
-    record_grades(course / "gradebook.db", NAME, SOURCE, [Outcome("zoe", GradeResult())])
-    (course / "autograded" / "zoe" / NAME).mkdir(parents=True)
-    nbformat.write(SOURCE, course / "autograded" / "zoe" / NAME / f"{NAME}.ipynb")  # hidden tests included
-    import sys
-    from pathlib import Path
-
-    run = subprocess.run([str(Path(sys.executable).parent / "nbgrader"), "generate_feedback", NAME],
-                         cwd=course, capture_output=True, text=True)
-    assert run.returncode == 0, run.stderr
-    html = (course / "feedback" / "zoe" / NAME / f"{NAME}.html").read_text()
-    assert "HIDDEN TESTS" not in html and "Visible tests for part 1" in html
 
 
 def test_feedback_notebook_strips_hidden_tests_and_says_why_points_were_lost():
@@ -703,3 +839,129 @@ def test_every_assignment_grades_its_solution_full_and_its_release_zero(name):
     blank, _ = assemble(source, release, release)
     graded = grade_notebook(blank, cell_timeout=120, uid=61300, isolate=AVAILABLE)
     assert graded.score == 0, graded
+
+
+# --- nbgrader's formgrader, driven in Chromium on the class make autograde graded ------------------------
+
+needs_chromium = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="no chromium (make test installs it)")
+#: hang guard for the server's start and each wait on the page (several times what they take)
+WAIT_S = 120
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def formgrader(course: Path):
+    """Jupyter's server with nbgrader's extensions, run from ``course`` as an instructor runs it;
+    yields (base URL, token)."""
+    import os
+    import secrets
+    import subprocess
+    import sys
+    import urllib.request
+
+    course = course.resolve()  # nbgrader wants the course inside the server's root, symlinks resolved
+    port, token = _free_port(), secrets.token_hex(16)
+    bin_dir = Path(sys.executable).parent
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "JUPYTER_NO_CONFIG": ""}
+    server = subprocess.Popen(
+        [str(bin_dir / "jupyter"), "server", f"--port={port}", "--ip=127.0.0.1", "--no-browser",
+         "--allow-root", f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={course}"],
+        cwd=course, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + WAIT_S
+        while True:
+            try:
+                urllib.request.urlopen(f"{base}/api/status?token={token}", timeout=5)
+                break
+            except OSError:
+                if time.monotonic() > deadline or server.poll() is not None:
+                    raise RuntimeError("jupyter server with the formgrader did not start") from None
+                time.sleep(0.5)
+        yield base, token
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+
+
+def _rows(page) -> dict[str, tuple[str, str]]:
+    """Manage Submissions' table: student id -> (status, score) as shown."""
+    page.wait_for_selector("td.student-id", timeout=WAIT_S * 1000)
+    return {r[0]: (r[1], r[2]) for r in page.eval_on_selector_all(
+        "tbody tr", "rows => rows.map(r => [r.querySelector('.student-id').innerText.trim(), "
+        "r.querySelector('.status').innerText.trim(), r.querySelector('.score').innerText.trim()])")}
+
+
+def _wait_for(condition, what: str):
+    deadline = time.monotonic() + WAIT_S
+    while not condition():
+        assert time.monotonic() < deadline, f"the formgrader never {what}"
+        time.sleep(0.5)
+
+
+@needs_sandbox
+@needs_chromium
+def test_the_formgrader_shows_the_grades_takes_a_hand_grade_and_its_buttons_delete_nothing(graded_copy):
+    import csv
+
+    from nbgrader.api import Gradebook
+
+    course, _ = graded_copy
+    db = f"sqlite:///{course / 'gradebook.db'}"
+    release, autograded = _files(course / "exercises"), _files(course / "autograded")
+    with Gradebook(db) as gb:
+        eve_id = gb.find_submission_notebook(NAME, NAME, "eve").id
+    with formgrader(course) as (base, token), browser() as page:
+        page.set_extra_http_headers({"Authorization": f"token {token}"})  # the page's own API calls too
+        page.goto(f"{base}/formgrader/manage_submissions/{NAME}?token={token}")
+        shown = _rows(page)
+        for student, score in CLASS_SCORES.items():  # graded, with the grader's score, nothing to hand-grade
+            assert shown[student][0] == "graded", shown
+            assert float(shown[student][1].split("/")[0]) == score, shown
+        # a hand grade and a comment, typed into the grading page as an instructor does
+        page.goto(f"{base}/formgrader/submissions/{eve_id}/?index=0&token={token}")
+        page.fill("input.score#implement-update", "1")
+        page.press("input.score#implement-update", "Tab")
+        page.fill("textarea#update-comment", "Your kernel died: os._exit ends the notebook.")
+        page.press("textarea#update-comment", "Tab")
+
+        def saved():
+            with Gradebook(db) as gb:
+                return (gb.find_grade("implement-update", NAME, NAME, "eve").manual_score == 1.0
+                        and gb.find_comment("update", NAME, NAME, "eve").manual_comment is not None)
+        _wait_for(saved, "saved the hand grade")
+        # Generate (the release) and Autograde (one student, unsandboxed): nothing deleted
+        page.goto(f"{base}/formgrader/manage_assignments?token={token}")
+        page.wait_for_selector("td.assign a", timeout=WAIT_S * 1000)
+        with page.expect_response(lambda r: r.url.endswith("/assign"), timeout=WAIT_S * 1000) as answer:
+            page.click("td.assign a")
+        assert answer.value.json()["success"], answer.value.json()
+        page.goto(f"{base}/formgrader/manage_submissions/{NAME}?token={token}")
+        _rows(page)
+        row = page.locator("tbody tr", has=page.locator("td.student-id", has_text="mallory"))
+        with page.expect_response(lambda r: r.url.endswith("/autograde"), timeout=WAIT_S * 1000) as answer:
+            row.locator("td.autograde a").click()
+        assert answer.value.json()["success"], answer.value.json()
+        page.goto(f"{base}/formgrader/manage_submissions/{NAME}?token={token}")
+        after = _rows(page)
+        assert after["mallory"] == shown["mallory"]  # nbgrader's own run agrees with the grader
+        assert after["eve"][1].startswith("9")  # 8 + the hand-given point
+    assert _sources_of(course / "exercises") == _sources_of(ROOT / "exercises", only=NAME)
+    assert set(_files(course / "exercises")) == set(release)
+    assert set(_files(course / "autograded")) == set(autograded)  # mallory's graded again, none removed
+    _nbgrader(course, "generate_feedback", NAME, "--force", "--student", "eve")
+    html = (course / "feedback" / "eve" / NAME / f"{NAME}.html").read_text()
+    assert "os._exit ends the notebook" in html
+    _nbgrader(course, "export", "--to", "grades.csv")
+    with open(course / "grades.csv") as f:
+        assert {r["student_id"]: float(r["score"]) for r in csv.DictReader(f)}["eve"] == 9.0
