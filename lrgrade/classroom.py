@@ -5,7 +5,6 @@ graded notebooks written by this (trusted) process only.
 from __future__ import annotations
 
 import os
-import shutil
 import sys
 import warnings
 from dataclasses import dataclass
@@ -14,7 +13,7 @@ from typing import Any
 
 import nbformat
 
-from lrgrade.gradebook import record_grades
+from lrgrade.gradebook import record_grades, release_into_gradebook, submission_stamp
 from lrgrade.notebook import GradeResult, feedback_notebook, grade_notebook
 from lrgrade.submission import SubmissionError, assemble, read_submission
 
@@ -62,7 +61,8 @@ def _status(outcome: Outcome) -> str:
 def write_autograded(course: str | Path, assignment: str, outcome: Outcome) -> Path | None:
     """Save a graded submission where ``nbgrader generate_feedback`` looks for it:
     ``autograded/<student>/<assignment>/<assignment>.ipynb`` (from :func:`feedback_notebook`,
-    so without hidden tests), with the submission's ``timestamp.txt`` when it has one."""
+    so without hidden tests), with the submission's time (:func:`~lrgrade.gradebook.submission_stamp`)
+    in ``timestamp.txt`` when it has a valid one."""
     if outcome.result is None or outcome.notebook is None:
         return None
     course = Path(course)
@@ -70,9 +70,9 @@ def write_autograded(course: str | Path, assignment: str, outcome: Outcome) -> P
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{assignment}.ipynb"
     nbformat.write(feedback_notebook(outcome.notebook, outcome.result), path)
-    stamp = course / "submitted" / outcome.student / assignment / "timestamp.txt"
-    if stamp.is_file() and not stamp.is_symlink():
-        shutil.copyfile(stamp, folder / "timestamp.txt")
+    stamp = submission_stamp(course, assignment, outcome.student)
+    if stamp is not None:  # the checked text, never the student's file itself
+        (folder / "timestamp.txt").write_text(stamp[0] + "\n")
     return path
 
 
@@ -172,6 +172,8 @@ def autograde(course: str | Path, assignment: str, *, workers: int | None = None
         warnings.warn(f"grading WITHOUT isolation ({why}): student code runs with your rights", stacklevel=2)
     else:
         check_the_kernel_can_start(course)
+    # recorded first, as nbgrader would: a gradebook nbgrader refuses stops the round before grading
+    course_notes = release_into_gradebook(course, assignment, course / gradebook)
     found = (course / "submitted").glob(f"*/{assignment}/{assignment}.ipynb")
     students = sorted(p.parent.parent.name for p in found)
     jobs = [{"course": str(course), "assignment": assignment, "student": s, "uid": 62000 + i,
@@ -199,7 +201,7 @@ def autograde(course: str | Path, assignment: str, *, workers: int | None = None
         if own_pool:
             executor.shutdown()
     outcomes.sort(key=lambda o: o.student)
-    course_notes = record_grades(course, assignment, outcomes, gradebook)
+    record_grades(course, assignment, outcomes, gradebook, release=False)
     written = []
     for outcome in outcomes:  # one notebook that cannot be written must not cost the others theirs
         try:

@@ -13,8 +13,8 @@ work when the source cells are there. Everything here runs in the trusted gradin
 from __future__ import annotations
 
 import os
+import re
 import shutil
-import stat
 import sys
 import tempfile
 import warnings
@@ -90,8 +90,12 @@ def release_into_gradebook(course: str | Path, assignment: str, gradebook: str |
             done = api.generate_assignment(assignment, force=True, create=True)
         if not done["success"]:
             why = (done.get("error") or done.get("log") or "").strip().splitlines()
-            raise RuntimeError(f"nbgrader could not record {assignment} in {gradebook}: "
-                               f"{why[-1] if why else 'no reason given'}")
+            raise RuntimeError(
+                f"nbgrader could not record {assignment} in {gradebook}: "
+                f"{why[-1] if why else 'no reason given'}. nbgrader never changes the cells of an "
+                "assignment that has submissions: if solutions/ changed since it was graded, or the "
+                "gradebook was written without the assignment's cells (by lrgrade before 2026-12), "
+                "export what you need (nbgrader export), move gradebook.db aside and grade again")
         made = Path(scratch) / "exercises" / assignment / f"{assignment}.ipynb"
         committed = course / "exercises" / assignment / f"{assignment}.ipynb"
         if committed.is_file() and _sources(made) != _sources(committed):
@@ -105,28 +109,38 @@ def _sources(path: Path) -> list[tuple[str, str]]:
     return [(c.cell_type, c.source) for c in nb.cells]
 
 
-def submitted_timestamp(course: str | Path, assignment: str, student: str) -> datetime | None:
-    """The time in ``submitted/<student>/<assignment>/timestamp.txt``, parsed as nbgrader does;
-    ``None`` without one, or when it is not a plain file holding a time (never followed)."""
+#: what ``timestamp.txt`` may hold: a date, a time, and an offset or a zone *name* (nbgrader hands
+#: the third field to ``dateutil.tz.gettz``, which would open an absolute or ``..`` path as a file)
+_STAMP = re.compile(r"\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?"
+                    r"( ([+-]?\d{1,4}|[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+)*))?")
+
+
+def submission_stamp(course: str | Path, assignment: str, student: str) -> tuple[str, datetime] | None:
+    """The time in ``submitted/<student>/<assignment>/timestamp.txt``: its text and the time
+    nbgrader reads from it. ``None`` without one, or when it is not a plain file (never followed)
+    holding a date and time in nbgrader's format, between the years 2000 and 2100."""
     from nbgrader.utils import parse_utc
 
-    path = Path(course) / "submitted" / student / assignment / "timestamp.txt"
+    from lrgrade.submission import SubmissionError, read_plain_file
+
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    except OSError:
+        text = read_plain_file(Path(course) / "submitted" / student / assignment / "timestamp.txt",
+                               _MAX_STAMP).decode("utf-8").strip()
+    except (SubmissionError, UnicodeDecodeError):
+        return None
+    if not _STAMP.fullmatch(text):
         return None
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return None
-        text = os.read(fd, _MAX_STAMP + 1).decode("utf-8", errors="replace").strip()
-    finally:
-        os.close(fd)
-    if not text or len(text) > _MAX_STAMP:
-        return None
-    try:
-        return parse_utc(text)
+        when = parse_utc(text)
     except Exception:  # whatever the file holds, it is not a time nbgrader can read either
         return None
+    return (text, when) if when is not None and 2000 <= when.year <= 2100 else None
+
+
+def submitted_timestamp(course: str | Path, assignment: str, student: str) -> datetime | None:
+    """The submission time nbgrader reads from ``timestamp.txt`` (see :func:`submission_stamp`)."""
+    stamp = submission_stamp(course, assignment, student)
+    return stamp[1] if stamp else None
 
 
 def _unanswered(outcome: Outcome, release: nbformat.NotebookNode | None) -> set[str]:
@@ -141,48 +155,67 @@ def _unanswered(outcome: Outcome, release: nbformat.NotebookNode | None) -> set[
 
 
 def record_grades(course: str | Path, assignment: str, outcomes: list[Outcome],
-                  gradebook: str | Path = "gradebook.db") -> list[str]:
+                  gradebook: str | Path = "gradebook.db", *, release: bool = True) -> list[str]:
     """Write the scores into the course's nbgrader gradebook, from this (trusted) process only.
 
-    First the assignment is recorded as ``nbgrader generate_assignment`` records it
-    (:func:`release_into_gradebook`). Then each graded student gets a submission stamped with
-    their ``timestamp.txt``; each test cell the grader scored gets its auto score, and needs a
-    hand grade only where a grader already gave one (nbgrader's own rule); cells no test scores
-    (written answers) keep no auto score and need a hand grade; an answer cell left as released
-    gets nbgrader's "No response." comment. Hand grades and comments already there are kept.
-    Students whose submission could not be graded get nothing. Returns notes for the instructor.
+    First (unless ``release`` is false: the caller already did) the assignment is recorded
+    as ``nbgrader generate_assignment`` records it (:func:`release_into_gradebook`). Then each
+    graded student gets a submission stamped with their ``timestamp.txt``; each test cell
+    the grader scored gets its auto score, and needs a hand grade only where a grader
+    already gave one (nbgrader's own rule); cells no test scores (written answers) keep no
+    auto score and need a hand grade; an answer cell left as released gets nbgrader's
+    "No response." comment. Hand grades and comments already there are kept. Students whose
+    submission could not be graded get nothing. Returns notes for the instructor.
     """
-    from nbgrader.api import Gradebook, MissingEntry
-    from sqlalchemy.exc import SAWarning
+    from nbgrader.api import Gradebook
 
     course = Path(course).resolve()
     gradebook = course / gradebook
-    notes = release_into_gradebook(course, assignment, gradebook)
+    notes = release_into_gradebook(course, assignment, gradebook) if release else []
     release_path = course / "exercises" / assignment / f"{assignment}.ipynb"
-    release = nbformat.read(release_path, as_version=4) if release_path.is_file() else None
+    release_nb = nbformat.read(release_path, as_version=4) if release_path.is_file() else None
     with Gradebook(f"sqlite:///{gradebook}", course_id=course_id(course)) as gb:
         notebook = gb.find_notebook(assignment, assignment)
         answer_cells = [c.name for c in notebook.solution_cells]
         for outcome in outcomes:
             if outcome.result is None or outcome.result.not_graded:
                 continue
-            gb.update_or_create_student(outcome.student)  # a roster's names and e-mail are kept
-            stamp = submitted_timestamp(course, assignment, outcome.student)
             try:
-                submission = gb.find_submission(assignment, outcome.student)
-            except MissingEntry:
-                with warnings.catch_warnings():  # nbgrader's own autoflush warnings; the rows are written
-                    warnings.simplefilter("ignore", category=SAWarning)
-                    submission = gb.add_submission(assignment, outcome.student, timestamp=stamp)
-            submission.timestamp = stamp
-            scored = {cell.grade_id: cell.points for cell in outcome.result.cells}
-            for cell in notebook.grade_cells:
-                grade = gb.find_grade(cell.name, assignment, assignment, outcome.student)
-                grade.auto_score = scored.get(cell.name)
-                grade.needs_manual_grade = grade.auto_score is None or grade.manual_score is not None
-            unanswered = _unanswered(outcome, release)
-            for name in answer_cells:
-                comment = gb.find_comment(name, assignment, assignment, outcome.student)
-                comment.auto_comment = NO_RESPONSE if name in unanswered else None
-            gb.db.commit()
+                _record_one(gb, assignment, notebook, answer_cells, course, outcome, release_nb)
+            except Exception as error:  # one odd submission must not cost the class its grades
+                gb.db.rollback()
+                why = f"not recorded in the gradebook: {type(error).__name__}: {error}"
+                outcome.result.notes.append(why)
+                outcome.result.not_graded = outcome.result.not_graded or why
     return notes
+
+
+def _record_one(gb, assignment: str, notebook, answer_cells: list[str], course: Path,
+                outcome: Outcome, release: nbformat.NotebookNode | None) -> None:
+    """One student's submission, grades and comments (see :func:`record_grades`)."""
+    from nbgrader.api import MissingEntry
+    from sqlalchemy.exc import SAWarning
+
+    gb.update_or_create_student(outcome.student)  # a roster's names and e-mail are kept
+    stamp = submitted_timestamp(course, assignment, outcome.student)
+    stamp_file = course / "submitted" / outcome.student / assignment / "timestamp.txt"
+    if stamp is None and os.path.lexists(stamp_file):
+        outcome.result.notes.append("its timestamp.txt is not a plain file holding a time: no submission "
+                                    "time recorded (nbgrader's formgrader cannot read it either)")
+    try:
+        submission = gb.find_submission(assignment, outcome.student)
+    except MissingEntry:
+        with warnings.catch_warnings():  # nbgrader's own autoflush warnings; the rows are written
+            warnings.simplefilter("ignore", category=SAWarning)
+            submission = gb.add_submission(assignment, outcome.student, timestamp=stamp)
+    submission.timestamp = stamp
+    scored = {cell.grade_id: cell.points for cell in outcome.result.cells}
+    for cell in notebook.grade_cells:
+        grade = gb.find_grade(cell.name, assignment, assignment, outcome.student)
+        grade.auto_score = scored.get(cell.name)
+        grade.needs_manual_grade = grade.auto_score is None or grade.manual_score is not None
+    unanswered = _unanswered(outcome, release)
+    for name in answer_cells:
+        comment = gb.find_comment(name, assignment, assignment, outcome.student)
+        comment.auto_comment = NO_RESPONSE if name in unanswered else None
+    gb.db.commit()

@@ -485,6 +485,67 @@ def test_plain_nbgrader_on_a_fresh_course_as_the_readme_says_and_its_feedback_hi
     assert "most recent call last" not in html and "HIDDEN TESTS" not in html
 
 
+def test_what_the_trusted_process_reads_from_a_student_folder_is_a_plain_file_never_a_link(tmp_path):
+    """The worker that reads a submission runs with the grader's rights: a link to the solutions or
+    to another student's notebook, a FIFO, an oversized file or an answer that is not text is
+    refused or graded as blank, never followed, read without end, or allowed to stop the round."""
+    import os
+
+    from lrgrade.submission import read_plain_file
+
+    folder = tmp_path / "submitted" / "mallory" / NAME
+    folder.mkdir(parents=True)
+    mine = folder / f"{NAME}.ipynb"
+    mine.symlink_to(ROOT / "solutions" / NAME / f"{NAME}.ipynb")
+    with pytest.raises(SubmissionError, match="link"):
+        read_submission(mine)
+    mine.unlink()
+    os.mkfifo(mine)  # would block a plain open() for ever
+    with pytest.raises(SubmissionError, match="not a plain file"):
+        read_submission(mine)
+    mine.unlink()
+    mine.write_bytes(b"x" * 101)
+    with pytest.raises(SubmissionError, match="limit"):
+        read_plain_file(mine, 100)
+    (tmp_path / "submitted" / "eve").mkdir()
+    (tmp_path / "submitted" / "eve" / NAME).symlink_to(folder)  # a folder that is a link
+    with pytest.raises(SubmissionError, match="link"):
+        read_submission(tmp_path / "submitted" / "eve" / NAME / f"{NAME}.ipynb")
+    nb = submission()
+    for cell in nb.cells:
+        if cell.metadata["nbgrader"]["grade_id"] == "update":
+            cell.source = 0  # nbformat only logs a schema error for this
+    assembled, notes = assemble(SOURCE, nb, RELEASE)
+    assert any("'update' is not text" in n for n in notes), notes
+    assert all(isinstance(c.source, str) for c in assembled.cells)
+
+
+@pytest.mark.parametrize("text,when", [
+    ("2026-12-01 09:00:00.000000 UTC", "2026-12-01 09:00:00"),  # as nbgrader collect writes it
+    ("2026-12-01 09:00:00", "2026-12-01 09:00:00"),  # no zone: UTC
+    ("2026-12-01 09:00:00 /etc/shadow", None),  # a zone name dateutil would open as a file
+    ("2026-12-01 09:00:00 ../../../etc/passwd", None),
+    ("0001-01-01 00:00:00 UTC", None),  # out of range for a class
+    ("yesterday", None),
+    ("2026-12-01 09:00:00 UTC" + " " * 200, None),  # longer than a time
+])
+def test_a_timestamp_is_read_only_when_it_is_a_plain_time(tmp_path, text, when):
+    from datetime import datetime
+
+    from lrgrade.gradebook import submitted_timestamp
+
+    folder = tmp_path / "submitted" / "zoe" / NAME
+    folder.mkdir(parents=True)
+    (folder / "timestamp.txt").write_text(text)
+    got = submitted_timestamp(tmp_path, NAME, "zoe")
+    assert got == (datetime.fromisoformat(when) if when else None), got
+    (folder / "timestamp.txt").unlink()
+    (folder / "timestamp.txt").symlink_to(tmp_path / "elsewhere.txt")
+    (tmp_path / "elsewhere.txt").write_text("2026-12-01 09:00:00.000000 UTC")
+    assert submitted_timestamp(tmp_path, NAME, "zoe") is None  # never through a link
+
+
+@pytest.mark.filterwarnings("ignore::sqlalchemy.exc.SAWarning")  # nbgrader's own autoflush
 def test_a_release_that_is_not_what_the_source_generates_is_named_and_left_as_it_is(tmp_path):
     from lrgrade.gradebook import release_into_gradebook
 
@@ -496,6 +557,17 @@ def test_a_release_that_is_not_what_the_source_generates_is_named_and_left_as_it
     notes = release_into_gradebook(course, NAME, course / "gradebook.db")
     assert len(notes) == 1 and "run `make exercises`" in notes[0], notes
     assert "An old sentence." in (course / "exercises" / NAME / f"{NAME}.ipynb").read_text()  # untouched
+    # a source whose cells changed after students were graded: nbgrader refuses, and so do we, saying why
+    from nbgrader.api import Gradebook
+
+    with Gradebook(f"sqlite:///{course / 'gradebook.db'}", course_id="learning-rates-hands-on") as gb:
+        gb.add_student("zoe")
+        gb.add_submission(NAME, "zoe")
+    changed = copy.deepcopy(SOURCE)
+    changed.cells = [c for c in changed.cells if c.metadata["nbgrader"]["grade_id"] != "decide-adam_lr"]
+    nbformat.write(changed, course / "solutions" / NAME / f"{NAME}.ipynb")
+    with pytest.raises(RuntimeError, match="move gradebook.db aside"):
+        release_into_gradebook(course, NAME, course / "gradebook.db")
 
 
 @needs_sandbox
