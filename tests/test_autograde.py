@@ -456,6 +456,9 @@ def test_nbgraders_formgrader_and_commands_read_what_make_autograde_wrote(graded
     assert (course / "autograded" / "alice" / NAME / f"{NAME}.ipynb").is_file()
     with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gb:
         assert gb.find_submission(NAME, "alice").score == CLASS_SCORES["alice"]  # nbgrader agrees
+    _nbgrader(course, "generate_feedback", NAME, "--force", "--student", "alice")
+    html = (course / "feedback" / "alice" / NAME / f"{NAME}.html").read_text()
+    assert not [line for line in _hidden_lines() if line in html.replace("&quot;", '"').replace("&#39;", "'")]
 
 
 def _sources_of(folder: Path, only: str | None = None) -> dict[str, list]:
@@ -483,6 +486,36 @@ def test_plain_nbgrader_on_a_fresh_course_as_the_readme_says_and_its_feedback_hi
     html = html.replace("&quot;", '"').replace("&#39;", "'")
     assert not [line for line in _hidden_lines() if line in html]
     assert "most recent call last" not in html and "HIDDEN TESTS" not in html
+
+
+@pytest.mark.filterwarnings("ignore::sqlalchemy.exc.SAWarning")  # nbgrader's own autoflush
+def test_a_written_answer_is_left_for_hand_grading_and_a_scored_test_is_not(tmp_path):
+    """nbgrader's own rule: a cell no test scores (an "explain" part, markdown graded by hand) keeps no
+    auto score and needs a hand grade; a scored test needs none; "No response." on blank answers."""
+    from nbgrader.api import Gradebook
+
+    from lrgrade import CellResult, GradeResult, Outcome, record_grades
+    from lrgrade.gradebook import NO_RESPONSE
+
+    course = _course(tmp_path, {})
+    source = copy.deepcopy(SOURCE)
+    explain = nbformat.v4.new_markdown_cell("### BEGIN SOLUTION\nBecause the step is lr times the gradient."
+                                            "\n### END SOLUTION")
+    explain.metadata["nbgrader"] = {"grade": True, "solution": True, "locked": False, "points": 1,
+                                    "grade_id": "explain-why", "schema_version": 3}
+    source.cells.append(explain)
+    nbformat.write(source, course / "solutions" / NAME / f"{NAME}.ipynb")
+    scored = GradeResult(cells=[CellResult(g, float(p), float(p), "passed") for g, p in PARTS.items()])
+    blank = copy.deepcopy(RELEASE)
+    notes = record_grades(course, NAME, [Outcome("ann", scored, notebook=source),
+                                         Outcome("ben", scored, notebook=blank)])
+    assert len(notes) == 1 and "make exercises" in notes[0]  # the committed release has no explain part
+    with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gb:
+        grades = {g.name: g for g in gb.find_submission_notebook(NAME, NAME, "ann").grades}
+        assert grades["explain-why"].auto_score is None and grades["explain-why"].needs_manual_grade
+        assert not any(grades[g].needs_manual_grade for g in PARTS)
+        assert gb.find_comment("update", NAME, NAME, "ben").auto_comment == NO_RESPONSE
+        assert gb.find_comment("update", NAME, NAME, "ann").auto_comment is None
 
 
 def test_what_the_trusted_process_reads_from_a_student_folder_is_a_plain_file_never_a_link(tmp_path):
