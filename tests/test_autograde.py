@@ -854,7 +854,8 @@ def test_a_correct_submission_scores_full_marks_beside_a_cpu_hog_and_a_hostile_n
             hog.kill()
     assert summary.loc["alice", "score"] == 10.0, summary.loc["alice", "notes"]
     assert list(Path("/sys/fs/cgroup/pids").rglob("lrgrade-62*")) == []  # the students' (judges' are 60xxx)
-    assert subprocess.run(["pgrep", "-f", "ipykernel_launcher"], capture_output=True).stdout == b""
+    # nothing left running as the two students (uids 62000, 62001); other kernels (the book's) may run
+    assert subprocess.run(["pgrep", "-u", "62000,62001"], capture_output=True).stdout == b""
 
 
 def _slow_judge_notebook(path, slow_runs):
