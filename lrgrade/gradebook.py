@@ -48,9 +48,13 @@ def course_config(course: str | Path):
 
 def course_id(course: str | Path) -> str:
     """The course id ``nbgrader_config.py`` sets (nbgrader's default, ``default_course``, otherwise)."""
+    return _course_id_in(course_config(course))
+
+
+def _course_id_in(config) -> str:
     from nbgrader.coursedir import CourseDirectory
 
-    return CourseDirectory(config=course_config(course)).course_id or "default_course"
+    return CourseDirectory(config=config).course_id or "default_course"
 
 
 def _nbgrader_on_path() -> None:
@@ -78,9 +82,9 @@ def release_into_gradebook(course: str | Path, assignment: str, gradebook: str |
     with tempfile.TemporaryDirectory(prefix="lrgrade-release-") as scratch:
         shutil.copytree(course / "solutions" / assignment, Path(scratch) / "solutions" / assignment)
         config = course_config(course)
+        config.CourseDirectory.course_id = _course_id_in(config)
         config.CourseDirectory.root = scratch
         config.CourseDirectory.db_url = f"sqlite:///{Path(gradebook).resolve()}"
-        config.CourseDirectory.course_id = course_id(course)
         config.CourseDirectory.source_directory = "solutions"
         config.CourseDirectory.release_directory = "exercises"
         api = NbGraderAPI(coursedir=CourseDirectory(config=config), config=config)
@@ -143,15 +147,17 @@ def submitted_timestamp(course: str | Path, assignment: str, student: str) -> da
     return stamp[1] if stamp else None
 
 
-def _unanswered(outcome: Outcome, release: nbformat.NotebookNode | None) -> set[str]:
+def _answers(nb: nbformat.NotebookNode) -> dict[str, str]:
+    """Each answer cell's text, by ``grade_id``."""
+    return {nbgrader_meta(c).get("grade_id"): c.source.strip() for c in nb.cells
+            if nbgrader_meta(c).get("solution")}
+
+
+def _unanswered(outcome: Outcome, released: dict[str, str]) -> set[str]:
     """The answer cells this student left as released (nbgrader comments "No response.")."""
-    if release is None or outcome.notebook is None:
+    if outcome.notebook is None:
         return set()
-    released = {nbgrader_meta(c).get("grade_id"): c.source.strip() for c in release.cells
-                if nbgrader_meta(c).get("solution")}
-    return {nbgrader_meta(c)["grade_id"] for c in outcome.notebook.cells
-            if nbgrader_meta(c).get("solution") and released.get(nbgrader_meta(c).get("grade_id"))
-            == c.source.strip()}
+    return {gid for gid, text in _answers(outcome.notebook).items() if released.get(gid) == text}
 
 
 def record_grades(course: str | Path, assignment: str, outcomes: list[Outcome],
@@ -173,7 +179,7 @@ def record_grades(course: str | Path, assignment: str, outcomes: list[Outcome],
     gradebook = course / gradebook
     notes = release_into_gradebook(course, assignment, gradebook) if release else []
     release_path = course / "exercises" / assignment / f"{assignment}.ipynb"
-    release_nb = nbformat.read(release_path, as_version=4) if release_path.is_file() else None
+    released = _answers(nbformat.read(release_path, as_version=4)) if release_path.is_file() else {}
     with Gradebook(f"sqlite:///{gradebook}", course_id=course_id(course)) as gb:
         notebook = gb.find_notebook(assignment, assignment)
         answer_cells = [c.name for c in notebook.solution_cells]
@@ -181,7 +187,7 @@ def record_grades(course: str | Path, assignment: str, outcomes: list[Outcome],
             if outcome.result is None or outcome.result.not_graded:
                 continue
             try:
-                _record_one(gb, assignment, notebook, answer_cells, course, outcome, release_nb)
+                _record_one(gb, assignment, notebook, answer_cells, course, outcome, released)
             except Exception as error:  # one odd submission must not cost the class its grades
                 gb.db.rollback()
                 why = f"not recorded in the gradebook: {type(error).__name__}: {error}"
@@ -191,7 +197,7 @@ def record_grades(course: str | Path, assignment: str, outcomes: list[Outcome],
 
 
 def _record_one(gb, assignment: str, notebook, answer_cells: list[str], course: Path,
-                outcome: Outcome, release: nbformat.NotebookNode | None) -> None:
+                outcome: Outcome, released: dict[str, str]) -> None:
     """One student's submission, grades and comments (see :func:`record_grades`)."""
     from nbgrader.api import MissingEntry
     from sqlalchemy.exc import SAWarning
@@ -214,7 +220,7 @@ def _record_one(gb, assignment: str, notebook, answer_cells: list[str], course: 
         grade = gb.find_grade(cell.name, assignment, assignment, outcome.student)
         grade.auto_score = scored.get(cell.name)
         grade.needs_manual_grade = grade.auto_score is None or grade.manual_score is not None
-    unanswered = _unanswered(outcome, release)
+    unanswered = _unanswered(outcome, released)
     for name in answer_cells:
         comment = gb.find_comment(name, assignment, assignment, outcome.student)
         comment.auto_comment = NO_RESPONSE if name in unanswered else None

@@ -32,7 +32,7 @@ from lrgrade.delegation import find_delegations
 from lrgrade.judge import Judge, JudgeServer
 from lrgrade.kernel import Kernel, oracle_modules, own_event_loop
 from lrgrade.sandbox import Limits
-from lrgrade.submission import nbgrader_meta
+from lrgrade.submission import is_test, nbgrader_meta
 from lrlib._grading import PREFIX
 from lrlib._own_work import test_reads
 
@@ -257,7 +257,7 @@ def grade_notebook(nb: nbformat.NotebookNode, *, limits: Limits | None = None, c
             meta = nbgrader_meta(cell)
             left = notebook_timeout - (time.monotonic() - start)
             student = grading.student
-            if meta.get("grade") and not meta.get("solution"):  # a test (graded code answers are hand-graded)
+            if is_test(cell):
                 gid, points = meta["grade_id"], float(meta.get("points", 0))
                 if left <= 0:
                     result.cells.append(CellResult(gid, 0.0, points, "not run"))
@@ -340,8 +340,7 @@ def grade_notebook(nb: nbformat.NotebookNode, *, limits: Limits | None = None, c
 
 def _close_the_rest(nb, result: GradeResult, status: str) -> None:
     graded = {c.grade_id for c in result.cells}
-    tests = [nbgrader_meta(c) for c in nb.cells if c.cell_type == "code" and nbgrader_meta(c).get("grade")
-             and not nbgrader_meta(c).get("solution")]  # a written answer is the instructor's to grade
+    tests = [nbgrader_meta(c) for c in nb.cells if is_test(c)]
     result.cells += [CellResult(m["grade_id"], 0.0, float(m.get("points", 0)), status)
                      for m in tests if m["grade_id"] not in graded]
 

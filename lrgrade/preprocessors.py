@@ -13,6 +13,8 @@ from nbformat.notebooknode import NotebookNode
 from nbgrader.preprocessors import ClearHiddenTests, NbGraderPreprocessor
 from traitlets import List
 
+from lrgrade.submission import is_test
+
 
 class ReduceTestErrors(NbGraderPreprocessor):
     """Replace each error output of a test cell (``grade`` and not ``solution``) by one line,
@@ -27,8 +29,7 @@ class ReduceTestErrors(NbGraderPreprocessor):
     display_data_priority = List(config=True)  # set on every preprocessor by the HTML exporter
 
     def preprocess_cell(self, cell: NotebookNode, resources: dict, index: int):
-        meta = cell.metadata.get("nbgrader", {})
-        if cell.cell_type == "code" and meta.get("grade") and not meta.get("solution"):
+        if is_test(cell):
             for output in cell.get("outputs", []):
                 if output.get("output_type") == "error":
                     output["traceback"] = [f"{output.get('ename', 'Error')}: {output.get('evalue', '')}"]

@@ -21,6 +21,13 @@ def nbgrader_meta(cell) -> dict[str, Any]:
     return cell.get("metadata", {}).get("nbgrader", {}) or {}
 
 
+def is_test(cell) -> bool:
+    """An nbgrader autograder test: a graded code cell that is not an answer (a graded answer, such
+    as a written "explain" part, is the instructor's to grade by hand)."""
+    meta = nbgrader_meta(cell)
+    return cell.get("cell_type") == "code" and bool(meta.get("grade")) and not meta.get("solution")
+
+
 class SubmissionError(ValueError):
     """The submission cannot be graded at all (not a notebook, another assignment); says why."""
 

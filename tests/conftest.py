@@ -159,6 +159,19 @@ def book_build() -> BookBuild:
     return _BUILD["book"].result()
 
 
+def run_nbgrader(course: Path, *args: str):
+    """``nbgrader *args`` in ``course`` with this venv's bin first on PATH (nbgrader runs ``alembic``
+    from it to create a gradebook), as the README's activated venv has it; asserts it succeeded."""
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    done = subprocess.run([sys.executable, "-m", "nbgrader", *args], cwd=course, capture_output=True,
+                          text=True, timeout=600, env=env)
+    assert done.returncode == 0, f"nbgrader {' '.join(args)}:\n{done.stdout}\n{done.stderr}"
+    return done
+
+
 def assignments() -> list[str]:
     return sorted(p.name for p in (ROOT / "solutions").iterdir() if p.is_dir())
 

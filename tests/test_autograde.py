@@ -13,7 +13,7 @@ from lrgrade.notebook import grade_notebook
 from lrgrade.sandbox import isolation_available
 from lrgrade.submission import SubmissionError, assemble, read_submission
 
-from .conftest import ROOT
+from .conftest import ROOT, run_nbgrader
 from .site_check import CHROMIUM, browser
 
 AVAILABLE, WHY = isolation_available()
@@ -332,7 +332,7 @@ def graded_class(tmp_path_factory):
     for student, stamp in STAMPS.items():
         (course / "submitted" / student / NAME / "timestamp.txt").write_text(stamp)
     (course / "roster.csv").write_text(ROSTER)
-    _nbgrader(course, "db", "student", "import", "roster.csv")
+    run_nbgrader(course, "db", "student", "import", "roster.csv")
     run = subprocess.run(["make", "-C", str(ROOT), "autograde", f"COURSE={course}", f"ASSIGNMENT={NAME}",
                           "AUTOGRADE_FLAGS=--workers 2 --cell-timeout 5"], capture_output=True, text=True)
     assert run.returncode == 0, run.stdout + run.stderr
@@ -384,19 +384,6 @@ def test_make_autograde_grades_a_class_records_exactly_the_scores_and_writes_fee
     assert not (course / "feedback" / "carol").exists() and not (course / "autograded" / "dave").exists()
 
 
-def _nbgrader(course, *args):
-    import os
-    import subprocess
-    import sys
-
-    bin_dir = Path(sys.executable).parent  # the activated venv, as the README says (alembic is on PATH)
-    run = subprocess.run([str(bin_dir / "nbgrader"), *args, "--log-level=ERROR"], cwd=course,
-                         capture_output=True, text=True,
-                         env={**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"})
-    assert run.returncode == 0, f"nbgrader {' '.join(args)}:\n{run.stdout}\n{run.stderr}"
-    return run.stdout
-
-
 def _files(folder: Path) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
@@ -443,10 +430,10 @@ def test_nbgraders_formgrader_and_commands_read_what_make_autograde_wrote(graded
     with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gb:
         kept = gb.find_grade("decide-adam_lr", NAME, NAME, "bob")
         assert kept.manual_score == 1.0 and kept.needs_manual_grade  # kept, and flagged for review
-    _nbgrader(course, "generate_feedback", NAME, "--force", "--student", "bob")
+    run_nbgrader(course, "generate_feedback", NAME, "--force", "--student", "bob")
     html = (course / "feedback" / "bob" / NAME / f"{NAME}.html").read_text()
     assert "see part 4" in html and "1.0 / 10.0" in html.replace("(Score: ", "")
-    _nbgrader(course, "export", "--to", "grades.csv")
+    run_nbgrader(course, "export", "--to", "grades.csv")
     with open(course / "grades.csv") as f:
         assert {r["student_id"]: float(r["score"]) for r in csv.DictReader(f)}["bob"] == 1.0
     # the formgrader's Generate and Autograde buttons (nbgrader's generate_assignment and autograde
@@ -466,7 +453,7 @@ def test_plain_nbgrader_on_a_fresh_course_as_the_readme_says_and_its_feedback_hi
     course = _course(tmp_path, {"frank": submission(update=in_place)})
     for args in (["generate_assignment", NAME, "--force"], ["autograde", NAME, "--create"],
                  ["generate_feedback", NAME], ["export", "--to", "grades.csv"]):
-        _nbgrader(course, *args)
+        run_nbgrader(course, *args)
     assert _sources_of(course / "exercises") == _sources_of(ROOT / "exercises", only=NAME)
     from nbgrader.api import Gradebook
 
@@ -1062,9 +1049,9 @@ def test_the_formgrader_shows_the_grades_takes_a_hand_grade_and_its_buttons_dele
     assert _sources_of(course / "exercises") == _sources_of(ROOT / "exercises", only=NAME)
     assert set(_files(course / "exercises")) == set(release)
     assert set(_files(course / "autograded")) == set(autograded)  # mallory's graded again, none removed
-    _nbgrader(course, "generate_feedback", NAME, "--force", "--student", "eve")
+    run_nbgrader(course, "generate_feedback", NAME, "--force", "--student", "eve")
     html = (course / "feedback" / "eve" / NAME / f"{NAME}.html").read_text()
     assert "os._exit ends the notebook" in html
-    _nbgrader(course, "export", "--to", "grades.csv")
+    run_nbgrader(course, "export", "--to", "grades.csv")
     with open(course / "grades.csv") as f:
         assert {r["student_id"]: float(r["score"]) for r in csv.DictReader(f)}["eve"] == 9.0

@@ -7,19 +7,15 @@ how long it takes is measured by ``make bench``, never asserted.
 """
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import nbformat
 import pytest
 
-from .conftest import ROOT, assignments, error_outputs, run_notebook, solution_notebook
+from .conftest import ROOT, assignments, error_outputs, run_nbgrader, run_notebook, solution_notebook
 
 ASSIGNMENTS = assignments()
-NBGRADER = [sys.executable, "-m", "nbgrader"]
 
 
 def grade_cells(nb):
@@ -71,21 +67,12 @@ def _course(tmp_path: Path) -> Path:
     return course
 
 
-def _nbgrader(course: Path, *args: str) -> subprocess.CompletedProcess:
-    # nbgrader runs `alembic` from PATH to create the gradebook: put this venv's bin first
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    done = subprocess.run([*NBGRADER, *args], cwd=course, capture_output=True, text=True, timeout=600,
-                          env=env)
-    assert done.returncode == 0, done.stdout + done.stderr
-    return done
-
-
 @pytest.mark.slow
 def test_exercises_are_in_sync_with_solutions(tmp_path):
     """exercises/ is exactly what `make exercises` generates from solutions/ now."""
     course = _course(tmp_path)
     for assignment in ASSIGNMENTS:
-        _nbgrader(course, "generate_assignment", assignment, "--force", "--no-db", "--log-level=WARN")
+        run_nbgrader(course, "generate_assignment", assignment, "--force", "--no-db", "--log-level=WARN")
     fresh = sorted(p.relative_to(course / "exercises") for p in (course / "exercises").rglob("*.ipynb"))
     committed = sorted(p.relative_to(ROOT / "exercises") for p in (ROOT / "exercises").rglob("*.ipynb"))
     assert fresh == committed, "exercises/ holds different files: run `make exercises`"
@@ -128,7 +115,7 @@ def test_plain_nbgrader_autograde_grades_the_blank_release_zero_and_the_solution
 
     course = _course(tmp_path)
     for assignment in ASSIGNMENTS[:1]:
-        _nbgrader(course, "generate_assignment", assignment, "--force", "--log-level=WARN")
+        run_nbgrader(course, "generate_assignment", assignment, "--force", "--log-level=WARN")
         blank = nbformat.read(course / "exercises" / assignment / f"{assignment}.ipynb", as_version=4)
         students = {"blank_student": blank,
                     "perfect_student": _fill_in(blank, nbformat.read(solution_notebook(assignment), 4))}
@@ -136,7 +123,7 @@ def test_plain_nbgrader_autograde_grades_the_blank_release_zero_and_the_solution
             folder = course / "submitted" / student / assignment
             folder.mkdir(parents=True)
             nbformat.write(nb, folder / f"{assignment}.ipynb")
-        _nbgrader(course, "autograde", assignment, "--create", "--force", "--log-level=WARN")
+        run_nbgrader(course, "autograde", assignment, "--create", "--force", "--log-level=WARN")
 
     with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gb:
         for assignment in ASSIGNMENTS[:1]:
