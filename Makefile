@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed
 # pip's global config here lists extra indexes that may not exist; keep the log readable.
 QUIET_PIP := grep -v -e "is ignored: it is neither a file nor a directory" || true
 
-.PHONY: help venv book test test-quick bench lint lab exercises autograde clean
+.PHONY: help venv book test test-quick bench lint lab exercises autograde clean experiments
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -37,6 +37,17 @@ BOOK_OUT := $(if $(FAST),_build/fast,.)
 book: $(STAMP)  ## execute every chapter (cached) and build the site into _build/html (FAST=1: quick, _build/fast/)
 	$(if $(FAST),LRLIB_FAST=1) $(VENV)/bin/jupyter-book build . --path-output $(BOOK_OUT) -W -n --keep-going
 	@echo "Open $(BOOK_OUT)/_build/html/index.html in a browser."
+
+# Stored experiments (experiments/*.yaml): runs what is missing, interrupted or stale, resumably.
+# NAME=<one> (or several, space-separated), DEVICE=cuda, WORKERS=2, DASK=<scheduler address>, FORCE=1.
+NAME ?=
+DEVICE ?=
+WORKERS ?= 1
+DASK ?=
+experiments: $(STAMP)  ## run stored experiments that are missing or stale (NAME=, DEVICE=cuda, WORKERS=, DASK=)
+	$(PY) -m lrlib.experiments $(NAME) $(if $(DEVICE),--device $(DEVICE)) --workers $(WORKERS) \
+		$(if $(DASK),--dask $(DASK)) $(if $(FORCE),--force)
+	$(PY) -m lrlib.experiments --list
 
 lint: $(STAMP)  ## ruff over the package, tests and solutions
 	$(VENV)/bin/ruff check lrlib lrgrade tests solutions benchmarks book/_ext nbgrader_config.py

@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -236,6 +237,28 @@ class BatchedAdam(_Batched):
                 p.sub_(self._lr(p) / (1 - beta1**t) * m / denom)
 
 
+class BatchedAdamW(BatchedAdam):
+    """``torch.optim.AdamW`` for each copy (Loshchilov and Hutter, 2019): the weights first
+    shrink by the rate times the decay, :math:`\\theta \\leftarrow (1 - \\eta_k \\lambda)\\,\\theta`,
+    then take :class:`BatchedAdam`'s step. The decay is multiplied by the rate, as torch
+    couples them; the paper's schedule multiplier is the rate's schedule here.
+    """
+
+    def __init__(self, params, lrs, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 1e-2, scales=None):
+        super().__init__(params, lrs, betas, eps, scales)
+        self.weight_decay = check_nonnegative("weight_decay", weight_decay)
+
+    @torch.no_grad()
+    def step(self, closure=None):  # noqa: D102
+        if self.weight_decay:
+            for group in self.param_groups:
+                for p in group["params"]:
+                    if p.grad is not None:
+                        p.mul_(1 - self._lr(p) * self.weight_decay)
+        super().step(closure)
+
+
 class BatchedRAdam(BatchedAdam):
     """``torch.optim.RAdam`` for each copy (Liu et al., 2020): Adam's step times the rectifier
     :math:`r_t = \\sqrt{(\\rho_t-4)(\\rho_t-2)\\rho_\\infty / ((\\rho_\\infty-4)(\\rho_\\infty-2)\\rho_t)}`
@@ -365,12 +388,113 @@ class BatchedScheduleFree(_Batched):
                 p.copy_(state["y"])
 
 
-OPTIMIZERS = {"sgd": BatchedSGD, "adam": BatchedAdam, "radam": BatchedRAdam,
-              "schedulefree_sgd": BatchedScheduleFree, "schedulefree_adamw": BatchedScheduleFree}
+@dataclass(frozen=True)
+class OptimizerSpec:
+    """One entry of :data:`OPTIMIZERS`: how to build the optimizer for one model (``torch.optim``
+    or the ``schedulefree`` package) and its batched twin, from the same settings."""
+
+    name: str
+    single: Callable[..., torch.optim.Optimizer]
+    batched: Callable[..., _Batched]
+    decays: bool = False  # takes a weight decay
+
+    def build(self, params, lr: float, *, momentum: float = 0.9, betas: tuple[float, float] = (0.9, 0.999),
+              weight_decay: float = 0.0) -> torch.optim.Optimizer:
+        """The optimizer over ``params`` (one model)."""
+        self._check_decay(weight_decay)
+        return self.single(list(params), lr, momentum=momentum, betas=tuple(betas), weight_decay=weight_decay)
+
+    def build_batched(self, params, lrs, *, momentum: float = 0.9, betas: tuple[float, float] = (0.9, 0.999),
+                      weight_decay: float = 0.0, scales=None) -> _Batched:
+        """The batched twin over stacked ``params``, copy ``k`` at rate ``lrs[k]``."""
+        self._check_decay(weight_decay)
+        return self.batched(list(params), lrs, momentum=momentum, betas=tuple(betas),
+                            weight_decay=weight_decay, scales=scales)
+
+    def _check_decay(self, weight_decay: float) -> None:
+        if weight_decay and not self.decays:
+            raise ValueError(f"weight_decay must be 0 for optimizer={self.name!r} (decoupled decay: "
+                             f"use 'adamw'), got {weight_decay}")
+
+
+def _schedulefree(kind: str) -> Any:
+    try:
+        import schedulefree
+    except ImportError as error:  # an optional dependency: say how to get it
+        raise ImportError(f"optimizer='schedulefree_{kind}' needs the schedulefree package: "
+                          "pip install schedulefree") from error
+    return schedulefree.SGDScheduleFree if kind == "sgd" else schedulefree.AdamWScheduleFree
+
+
+def _sgd(p, lr, momentum, betas, weight_decay):
+    return torch.optim.SGD(p, lr, momentum=momentum)
+
+
+def _adam(p, lr, momentum, betas, weight_decay):
+    return torch.optim.Adam(p, lr, betas=betas)
+
+
+def _adamw(p, lr, momentum, betas, weight_decay):
+    return torch.optim.AdamW(p, lr, betas=betas, weight_decay=weight_decay)
+
+
+def _radam(p, lr, momentum, betas, weight_decay):
+    return torch.optim.RAdam(p, lr, betas=betas)
+
+
+def _sf_sgd(p, lr, momentum, betas, weight_decay):
+    return _schedulefree("sgd")(p, lr=lr, momentum=momentum)
+
+
+def _sf_adamw(p, lr, momentum, betas, weight_decay):
+    return _schedulefree("adamw")(p, lr=lr, betas=betas)
+
+
+def _b_sgd(p, lrs, momentum, betas, weight_decay, scales):
+    return BatchedSGD(p, lrs, momentum, scales=scales)
+
+
+def _b_adam(p, lrs, momentum, betas, weight_decay, scales):
+    return BatchedAdam(p, lrs, betas, scales=scales)
+
+
+def _b_adamw(p, lrs, momentum, betas, weight_decay, scales):
+    return BatchedAdamW(p, lrs, betas, weight_decay=weight_decay, scales=scales)
+
+
+def _b_radam(p, lrs, momentum, betas, weight_decay, scales):
+    return BatchedRAdam(p, lrs, betas, scales=scales)
+
+
+def _b_sf_sgd(p, lrs, momentum, betas, weight_decay, scales):
+    return BatchedScheduleFree(p, lrs, adaptive=False, momentum=momentum, scales=scales)
+
+
+def _b_sf_adamw(p, lrs, momentum, betas, weight_decay, scales):
+    return BatchedScheduleFree(p, lrs, adaptive=True, betas=betas, scales=scales)
+
+
+#: The one optimizer registry: name -> :class:`OptimizerSpec` (trials, sweeps and the batched engine use it).
+OPTIMIZERS: dict[str, OptimizerSpec] = {spec.name: spec for spec in (
+    OptimizerSpec("sgd", _sgd, _b_sgd),
+    OptimizerSpec("adam", _adam, _b_adam),
+    OptimizerSpec("adamw", _adamw, _b_adamw, decays=True),
+    OptimizerSpec("radam", _radam, _b_radam),
+    OptimizerSpec("schedulefree_sgd", _sf_sgd, _b_sf_sgd),
+    OptimizerSpec("schedulefree_adamw", _sf_adamw, _b_sf_adamw),
+)}
+
+
+def optimizer_spec(name: str) -> OptimizerSpec:
+    """The registry's entry for ``name``, or a ``ValueError`` that lists the names."""
+    if name not in OPTIMIZERS:
+        raise ValueError(f"optimizer must be one of {sorted(OPTIMIZERS)}, got {name!r}")
+    return OPTIMIZERS[name]
 
 
 def train_copies(model: BatchedModel, optimizer: _Batched, streams: Sequence[Iterable[Batch]],
-                 rates: np.ndarray, *, track_norms: int = 0) -> list[TrainingRun]:
+                 rates: np.ndarray, *, track_norms: int = 0,
+                 on_step: Callable[[int], None] | None = None) -> list[TrainingRun]:
     """Train every copy of ``model`` on its own minibatches at its own rate per step.
 
     The batched twin of :func:`lrlib.training.train`, and it records the same things per
@@ -385,6 +509,7 @@ def train_copies(model: BatchedModel, optimizer: _Batched, streams: Sequence[Ite
         streams: K iterables of ``(inputs, targets)``, one per copy, each ``steps`` long.
         rates: ``(K, steps)`` rates: ``rates[k, t]`` is copy ``k``'s rate at step ``t``.
         track_norms: record norms for this many first steps (0: none).
+        on_step: called as ``on_step(t)`` after update ``t`` (e.g. to evaluate every few steps).
     """
     k = model.copies
     rates = np.asarray(rates, dtype=float)
@@ -410,7 +535,9 @@ def train_copies(model: BatchedModel, optimizer: _Batched, streams: Sequence[Ite
             break
         x = torch.stack([b[0] for b in batch])
         y = torch.stack([b[1] for b in batch])
-        per_copy = F.cross_entropy(model(x).flatten(0, 1), y.flatten(), reduction="none").view(k, -1).mean(1)
+        logits = model(x)  # (K, B, C), or (K, B, T, V) for a language model
+        per_copy = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1),
+                                   reduction="none").view(k, -1).mean(1)
         finite = torch.isfinite(per_copy.detach())
         if everyone and bool(finite.all()):
             losses[:, t] = per_copy.detach()
@@ -438,6 +565,8 @@ def train_copies(model: BatchedModel, optimizer: _Batched, streams: Sequence[Ite
         optimizer.step()
         if t < track_norms:
             update_norms[:, t] = _norms(p.detach() - b for p, b in zip(params, before)) / _norms(before)
+        if on_step is not None:
+            on_step(t)
     losses = losses.cpu().numpy().astype(float)
     runs = []
     for j in range(k):
@@ -493,8 +622,7 @@ def train_batched(data: Split, lrs: Sequence[float], seeds: Sequence[int], *, st
     if len(lrs) != len(seeds):
         raise ValueError(f"lrs and seeds must have the same length, got {len(lrs)} and {len(seeds)}")
     steps = check_int("steps", steps, minimum=1)
-    if optimizer not in OPTIMIZERS:
-        raise ValueError(f"optimizer must be one of {sorted(OPTIMIZERS)}, got {optimizer!r}")
+    optimizer_spec(optimizer)
     if parametrization not in ("sp", "mup"):
         raise ValueError(f"parametrization must be 'sp' or 'mup', got {parametrization!r}")
     if parametrization == "mup" and len(set(hidden)) != 1:
@@ -527,20 +655,16 @@ def _digits_mlp(hidden: Sequence[int], parametrization: str, base_width: int) ->
 
 
 def make_optimizer(name: str, model: BatchedModel, lrs: Sequence[float] | np.ndarray, *,
-                   momentum: float = 0.9, scales: Sequence[float] | None = None) -> _Batched:
-    """The batched optimizer called ``name`` (``"sgd"`` with ``momentum``, ``"adam"``, ``"radam"``,
-    ``"schedulefree_sgd"`` with ``momentum``, ``"schedulefree_adamw"``) over ``model``'s trainable
+                   momentum: float = 0.9, betas: tuple[float, float] = (0.9, 0.999),
+                   weight_decay: float = 0.0,
+                   scales: Sequence[float] | None = None) -> _Batched:
+    """The batched optimizer called ``name`` (a key of :data:`OPTIMIZERS`) over ``model``'s trainable
     parameters, ``scales`` one factor per such parameter (or None)."""
-    if name not in OPTIMIZERS:
-        raise ValueError(f"optimizer must be one of {sorted(OPTIMIZERS)}, got {name!r}")
     params = [p for p in model.parameters() if p.requires_grad]
-    if name == "sgd":
-        return BatchedSGD(params, lrs, momentum, scales=scales)
-    if name.startswith("schedulefree_"):
-        return BatchedScheduleFree(params, lrs, adaptive=name == "schedulefree_adamw", momentum=momentum,
-                                   scales=scales)
-    return OPTIMIZERS[name](params, lrs, scales=scales)
+    return optimizer_spec(name).build_batched(params, lrs, momentum=momentum, betas=betas,
+                                              weight_decay=weight_decay, scales=scales)
 
 
-__all__ = ["BatchedAdam", "BatchedModel", "BatchedRAdam", "BatchedRun", "BatchedSGD", "BatchedScheduleFree",
-           "make_optimizer", "train_batched", "train_copies"]
+__all__ = ["OPTIMIZERS", "BatchedAdam", "BatchedAdamW", "BatchedModel", "BatchedRAdam", "BatchedRun",
+           "BatchedSGD", "BatchedScheduleFree", "OptimizerSpec", "make_optimizer", "optimizer_spec",
+           "train_batched", "train_copies"]

@@ -20,6 +20,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from lrlib.stats import PairedComparison
+
 #: Set to 1 (or true/yes) to run every chapter in FAST mode, e.g. for a quick test build of the book.
 FAST_ENV_VAR = "LRLIB_FAST"
 
@@ -85,38 +87,58 @@ class ClaimFailed(AssertionError):
 @dataclass(frozen=True)
 class Claim:
     """One checked sentence: what the prose says, whether the run supports it, the numbers
-    behind it, and whether the chapter ran in full mode (FAST runs record, never fail)."""
+    behind it, whether the chapter ran in full mode (FAST runs record, never fail) and, for a
+    comparison over seeds, the paired test that decided it (its name and summary, ``n``,
+    the effect size :math:`d_z` and ``p``)."""
 
     statement: str
     holds: bool
     evidence: str
     full_mode: bool
+    test: str = ""
+    n: int = 0
+    effect: float | None = None
+    p_value: float | None = None
 
 
 #: Every claim made in this kernel, in order.
 CLAIMS: list[Claim] = []
 
 
-def claim(condition: Any, statement: str, evidence: str = "") -> bool:
+def claim(condition: Any, statement: str, evidence: str = "", *, test: PairedComparison | None = None,
+          alpha: float = 0.05) -> bool:
     """Check that the run supports a sentence of the prose; fail a full-mode build if not.
 
-    Call it in a hidden cell next to the sentence, with the condition the sentence
-    asserts, computed from the run::
+    A claim is *evidence*: a sentence about what a run measured, which a different run
+    could contradict. Call it in a hidden cell next to the sentence, with the condition
+    the sentence asserts, computed from the run::
 
         claim(warm_edge > cold_edge, "Warmup raises the largest stable peak.",
               f"{cold_edge:g} -> {warm_edge:g}")
 
+    A comparison over seeds passes its paired test (:func:`lrlib.stats.paired_comparison`)
+    as ``test``: the claim then holds only when ``condition`` holds *and* the test's
+    ``p <= alpha``, and the claims page shows the test, ``n``, the effect and ``p``::
+
+        c = paired_comparison(warm_losses, cold_losses, test="sign")
+        claim(c.mean_difference < 0, "Warmup lowers the final loss.", test=c)
+
+    What holds by construction (algebra, an identity, what an API does) is not evidence:
+    state it with :func:`check`, which is not listed with the claims.
+
     Every call is recorded (in :data:`CLAIMS`, and glued as ``claim-NNN`` so the
-    book's claims page can list it with its outcome). When the condition is false
-    and the chapter runs in full mode, :class:`ClaimFailed` is raised: the cell
-    errors and ``jupyter-book build -W`` fails. In FAST mode (see :func:`fast`),
-    where loops are cut short, a false claim is recorded but does not raise.
+    book's claims page can list it with its outcome). When the claim fails and the
+    chapter runs in full mode, :class:`ClaimFailed` is raised: the cell errors and
+    ``jupyter-book build -W`` fails. In FAST mode (see :func:`fast`), where loops are
+    cut short, a failed claim is recorded but does not raise.
 
     Args:
         condition: anything with a truth value (a NumPy bool is fine); an array
             is refused, since "all" and "any" are different sentences.
         statement: the sentence, as the prose says it (non-empty).
         evidence: the numbers that decide it, as a short string.
+        test: the paired comparison behind the sentence, if it compares settings over seeds.
+        alpha: the largest ``p`` the test may have for the claim to hold.
 
     Returns:
         Whether the claim holds.
@@ -131,14 +153,39 @@ def claim(condition: Any, statement: str, evidence: str = "") -> bool:
         raise TypeError(f"evidence must be a string, got {type(evidence).__name__}")
     if isinstance(condition, (np.ndarray, torch.Tensor)) and condition.ndim > 0:
         raise TypeError("condition must be a single truth value, got an array; use .all() or .any()")
+    if test is not None and not isinstance(test, PairedComparison):
+        raise TypeError(f"test must be a lrlib.stats.PairedComparison, got {type(test).__name__}")
+    if not 0 < alpha < 1:
+        raise ValueError(f"alpha must be in (0, 1), got {alpha}")
     holds = bool(as_builtin(condition))
-    record = Claim(statement.strip(), holds, evidence, not _MODE["fast"])
+    extra: dict[str, Any] = {}
+    if test is not None:
+        holds = holds and test.p_value <= alpha
+        extra = {"test": test.summary(), "n": test.n, "p_value": test.p_value,
+                 "effect": None if not math.isfinite(test.effect_size) else test.effect_size}
+    record = Claim(statement.strip(), holds, evidence, not _MODE["fast"], **extra)
     CLAIMS.append(record)
     glue(f"{CLAIM_PREFIX}{len(CLAIMS):03d}", json.dumps(asdict(record)))
     if not holds and record.full_mode:
         raise ClaimFailed(f"the run no longer supports: {record.statement!r} "
-                          f"({evidence or 'no evidence given'})")
+                          f"({evidence or 'no evidence given'}{'; ' + record.test if test else ''})")
     return holds
+
+
+def check(condition: Any, statement: str) -> None:
+    """Assert a fact that holds by construction (algebra, an identity, an API's behaviour).
+
+    Not evidence, and not listed on the claims page: a false ``check`` is a bug in the
+    chapter or in lrlib, so it fails in every mode, FAST included.
+
+    >>> check(2 + 2 == 4, "Addition works.")
+    """
+    if not isinstance(statement, str) or not statement.strip():
+        raise ValueError(f"statement must be a non-empty string, got {statement!r}")
+    if isinstance(condition, (np.ndarray, torch.Tensor)) and condition.ndim > 0:
+        raise TypeError("condition must be a single truth value, got an array; use .all() or .any()")
+    if not bool(as_builtin(condition)):
+        raise AssertionError(f"check failed: {statement.strip()}")
 
 
 def ranges_apart(lower: Sequence[float], higher: Sequence[float]) -> bool:
@@ -182,5 +229,5 @@ def _seeds(name: str, values: Sequence[float]) -> np.ndarray:
     return np.where(np.isnan(array), np.inf, array)
 
 
-__all__ = ["CLAIMS", "Claim", "ClaimFailed", "GLUED", "as_builtin", "claim", "fast", "glue", "ranges_apart",
-           "ranges_apart_p"]
+__all__ = ["CLAIMS", "Claim", "ClaimFailed", "GLUED", "as_builtin", "check", "claim", "fast", "glue",
+           "ranges_apart", "ranges_apart_p"]

@@ -1,16 +1,31 @@
-"""Small real data that ships offline.
+"""Real data that ships offline, in three sizes.
 
-The 8x8 handwritten digits bundled with scikit-learn (1,797 images, 10 classes)
-are the course's default data set: real, tiny, and nothing is downloaded.
-First used in chapter 1 (*The update rule*). Chapter 5 (*Warmup*) reads each image
-as a sequence of eight tokens, its pixel rows (``x.view(-1, 8, 8)``), which
+- :func:`load_digits`: scikit-learn's 1,797 8x8 digit images, 10 classes (BSD-3):
+  a first model in seconds (chapters 1-7).
+- :func:`load_mnist1d`: 60,000 MNIST-1D signals of 40 points, 10 classes (the
+  ``mnist1d`` package, Apache-2.0): minibatches far below the training set, budgets
+  that matter.
+- :func:`load_text`: 1.1 MB of Shakespeare (public domain) and 0.47 MB of Python's
+  documentation (PSF licence) as bytes: a tiny language model, two domains to
+  pretrain on one and fine-tune on the other.
+
+Nothing is downloaded: the digits come with scikit-learn, MNIST-1D is generated
+procedurally by the ``mnist1d`` package's own ``make_dataset`` (its downloader is
+never called) and cached, and the two texts ship inside this package
+(``lrlib/corpora``, with their licences). Every loader splits into train,
+validation and test the same way for the same seed; chapter 5 (*Warmup*) reads
+each digit image as a sequence of eight tokens, its pixel rows, which
 :class:`lrlib.models.TransformerClassifier` does by itself.
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
+import random
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -20,7 +35,9 @@ from lrlib._checks import check_int, check_real
 
 @dataclass
 class Split:
-    """Train, validation and test tensors: ``x_*`` float32 ``(n, 64)``, ``y_*`` int64 ``(n,)``.
+    """Train, validation and test tensors: for the digits ``x_*`` float32 ``(n, 64)`` and ``y_*``
+    int64 ``(n,)``; for MNIST-1D ``(n, 40)`` and ``(n,)``; for a text, ``x_*`` and ``y_*`` int64
+    ``(n, T)``, windows of bytes and the same windows one byte later (the next-byte targets).
 
     Train the model on ``train``; choose everything (rate, schedule, length, the
     winner of a sweep) on ``val``; evaluate what was chosen on ``test``, once.
@@ -81,15 +98,7 @@ def load_digits(val_fraction: float = 0.2, test_fraction: float = 0.2, seed: int
         >>> len(d.y_train), len(d.y_val), len(d.y_test)
         (1079, 359, 359)
     """
-    val_fraction = check_real("val_fraction", val_fraction)
-    if not 0 < val_fraction < 1:
-        raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
-    test_fraction = check_real("test_fraction", test_fraction)
-    if not 0 < test_fraction < 1:
-        raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
-    if val_fraction + test_fraction >= 0.9:
-        raise ValueError("val_fraction + test_fraction must be below 0.9 to leave images to train on, "
-                         f"got {val_fraction} + {test_fraction}")
+    val_fraction, test_fraction = _fractions(val_fraction, test_fraction)
     seed = check_int("seed", seed, minimum=0)
     from sklearn.datasets import load_digits as sklearn_digits  # a second to import: only when used
 
@@ -102,6 +111,178 @@ def load_digits(val_fraction: float = 0.2, test_fraction: float = 0.2, seed: int
     as_x = lambda idx: torch.tensor(x[idx], dtype=torch.float32)  # noqa: E731
     as_y = lambda idx: torch.tensor(y[idx], dtype=torch.int64)  # noqa: E731
     return Split(as_x(train), as_y(train), as_x(val), as_y(val), as_x(test), as_y(test)).to(device)
+
+
+#: Where generated data sets are cached (``$LRLIB_CACHE``, else ``~/.cache/lrlib``).
+CACHE_ENV_VAR = "LRLIB_CACHE"
+
+
+def cache_dir() -> Path:
+    """The folder for generated data: ``$LRLIB_CACHE`` if set, else ``~/.cache/lrlib``."""
+    return Path(os.environ.get(CACHE_ENV_VAR) or Path.home() / ".cache" / "lrlib")
+
+
+def mnist1d_arrays(n: int = 60_000, generator_seed: int = 42) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` MNIST-1D examples, ``(x, y)``, as the ``mnist1d`` package's ``make_dataset`` makes them.
+
+    MNIST-1D (Greydanus 2020) turns ten hand-made 1-D templates into 40-point signals
+    by padding, random scaling, translation, shear and correlated plus i.i.d. noise,
+    ``n // 10`` per class; the package then standardises the whole set. Its default
+    arguments (``get_dataset_args()``, seed 42) are used with ``num_samples = n``; the
+    downloader (``get_dataset``) is never called. The arrays are cached in
+    :func:`cache_dir` under a name that holds ``n``, the seed and a hash of the
+    arguments, and the global NumPy and ``random`` states, which ``make_dataset``
+    reseeds, are put back.
+
+    Args:
+        n: examples to generate, a multiple of 10 (>= 100).
+        generator_seed: ``make_dataset``'s seed.
+
+    Returns:
+        ``x`` float32 ``(n, 40)`` and ``y`` int64 ``(n,)``, in the package's order.
+    """
+    n = check_int("n", n, minimum=100)
+    if n % 10:
+        raise ValueError(f"n must be a multiple of 10 (n // 10 signals per class), got {n}")
+    generator_seed = check_int("generator_seed", generator_seed, minimum=0)
+    try:
+        from mnist1d.data import get_dataset_args, make_dataset
+    except ImportError as error:
+        raise ImportError("load_mnist1d needs the mnist1d package: pip install mnist1d") from error
+    args = get_dataset_args()
+    args.num_samples, args.seed = n, generator_seed
+    settings = {k: v for k, v in vars(args).items() if k != "url"}
+    tag = hashlib.sha256(repr(sorted(settings.items())).encode()).hexdigest()[:12]
+    path = cache_dir() / f"mnist1d-{n}-{generator_seed}-{tag}.npz"
+    if path.is_file():
+        with np.load(path) as stored:
+            return stored["x"], stored["y"]
+    numpy_state, python_state = np.random.get_state(), random.getstate()
+    try:
+        made = make_dataset(args)
+    finally:
+        np.random.set_state(numpy_state)
+        random.setstate(python_state)
+    x = np.concatenate([made["x"], made["x_test"]]).astype(np.float32)
+    y = np.concatenate([made["y"], made["y_test"]]).astype(np.int64)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(f".{os.getpid()}.tmp.npz")
+    np.savez(partial, x=x, y=y)
+    os.replace(partial, path)  # atomic: an interrupted write never leaves a half file under the name
+    return x, y
+
+
+def load_mnist1d(n: int = 60_000, val_fraction: float = 0.1, test_fraction: float = 0.1, seed: int = 0,
+                 device: torch.device | str = "cpu") -> Split:
+    """MNIST-1D: ``n`` 40-point signals of ten classes, split stratified into train, val and test.
+
+    Big enough that a minibatch is a small sample of the training set (the default
+    48,000 training signals; a batch of 1,024 is 2% of them), and hard enough that a
+    small MLP does not saturate (Greydanus 2020 reports 32% test accuracy for logistic
+    regression and 68% for an MLP on 4,000 training signals). The signals come from
+    :func:`mnist1d_arrays` (generated once, then cached); the split is stratified as
+    :func:`load_digits`'s is.
+
+    Args:
+        n: examples (a multiple of 10).
+        val_fraction, test_fraction: shares held out, each in (0, 1), together below 0.9.
+        seed: seed of the split (the signals themselves do not depend on it).
+        device: where the tensors go.
+
+    Example:
+        >>> d = load_mnist1d(n=1000)
+        >>> tuple(d.x_train.shape), len(d.y_val), len(d.y_test)
+        ((800, 40), 100, 100)
+    """
+    val_fraction, test_fraction = _fractions(val_fraction, test_fraction)
+    seed = check_int("seed", seed, minimum=0)
+    x, y = mnist1d_arrays(n)
+    train, val, test = _stratified_order(y, (val_fraction, test_fraction), seed)
+    as_x = lambda idx: torch.tensor(x[idx], dtype=torch.float32)  # noqa: E731
+    as_y = lambda idx: torch.tensor(y[idx], dtype=torch.int64)  # noqa: E731
+    return Split(as_x(train), as_y(train), as_x(val), as_y(val), as_x(test), as_y(test)).to(device)
+
+
+#: The texts that ship with lrlib (``lrlib/corpora``; licences in its README).
+TEXTS = {"shakespeare": "shakespeare.txt", "python_docs": "python_docs.txt"}
+
+
+def text_bytes(name: str) -> bytes:
+    """The raw bytes of one of :data:`TEXTS`: ``"shakespeare"`` (public domain) or
+    ``"python_docs"`` (Python 3.11's reference topics, PSF licence).
+
+    >>> text_bytes("shakespeare")[:14]
+    b'First Citizen:'
+    """
+    if name not in TEXTS:
+        raise ValueError(f"name must be one of {sorted(TEXTS)}, got {name!r}")
+    return (Path(__file__).parent / "corpora" / TEXTS[name]).read_bytes()
+
+
+def text_span(n_bytes: int, context: int, val_fraction: float, test_fraction: float
+              ) -> dict[str, tuple[int, int]]:
+    """The byte ranges ``[start, stop)`` of a text's train, val and test parts.
+
+    The text is cut into three contiguous parts, train first, then validation, then
+    test, so no window of a held-out part overlaps a training window (a random split
+    of overlapping windows would leak most of each held-out window into training).
+    """
+    n_val = int(round(val_fraction * n_bytes))
+    n_test = int(round(test_fraction * n_bytes))
+    n_train = n_bytes - n_val - n_test
+    if min(n_train, n_val, n_test) < context + 1:
+        raise ValueError(f"the text ({n_bytes} bytes) is too short for context={context} and these fractions")
+    return {"train": (0, n_train), "val": (n_train, n_train + n_val), "test": (n_train + n_val, n_bytes)}
+
+
+def _windows(data: np.ndarray, context: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Non-overlapping windows: ``x[i] = data[iT : iT+T]``, ``y[i] = data[iT+1 : iT+T+1]``."""
+    count = (len(data) - 1) // context
+    x = data[: count * context].reshape(count, context)
+    y = data[1 : count * context + 1].reshape(count, context)
+    return torch.tensor(x, dtype=torch.int64), torch.tensor(y, dtype=torch.int64)
+
+
+def load_text(name: str = "shakespeare", context: int = 64, val_fraction: float = 0.05,
+              test_fraction: float = 0.05, device: torch.device | str = "cpu") -> Split:
+    """A text of :data:`TEXTS` as byte windows for next-byte prediction.
+
+    The vocabulary is the 256 byte values (no tokenizer to fit, and one vocabulary for
+    both texts, so a model pretrained on one can be fine-tuned on the other). The text
+    is split into contiguous train, validation and test parts (:func:`text_span`), each
+    cut into non-overlapping windows of ``context`` bytes; ``y`` is ``x`` shifted by one
+    byte. Batches of windows come from :func:`minibatches`, as for images.
+
+    Args:
+        name: ``"shakespeare"`` or ``"python_docs"``.
+        context: bytes per window, :math:`T` (>= 2).
+        val_fraction, test_fraction: shares of the text held out, each in (0, 1), together below 0.9.
+        device: where the tensors go.
+
+    Example:
+        >>> d = load_text("shakespeare", context=64)
+        >>> tuple(d.x_train.shape), bool((d.x_train[0, 1:] == d.y_train[0, :-1]).all())
+        ((15685, 64), True)
+    """
+    context = check_int("context", context, minimum=2)
+    val_fraction, test_fraction = _fractions(val_fraction, test_fraction)
+    data = np.frombuffer(text_bytes(name), dtype=np.uint8).astype(np.int64)
+    parts = text_span(len(data), context, val_fraction, test_fraction)
+    tensors = [t for start, stop in parts.values() for t in _windows(data[start:stop], context)]
+    return Split(*tensors).to(device)
+
+
+def _fractions(val_fraction: float, test_fraction: float) -> tuple[float, float]:
+    val_fraction = check_real("val_fraction", val_fraction)
+    if not 0 < val_fraction < 1:
+        raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
+    test_fraction = check_real("test_fraction", test_fraction)
+    if not 0 < test_fraction < 1:
+        raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
+    if val_fraction + test_fraction >= 0.9:
+        raise ValueError("val_fraction + test_fraction must be below 0.9 to leave data to train on, "
+                         f"got {val_fraction} + {test_fraction}")
+    return val_fraction, test_fraction
 
 
 def minibatches(

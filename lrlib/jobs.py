@@ -7,9 +7,12 @@ trainings to :func:`run_jobs`, so a process pool (:func:`worker_pool`), Dask's
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor, as_completed
 from multiprocessing import get_context
+from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
@@ -56,6 +59,44 @@ def run_jobs(fn: Callable[[Job], Result], jobs: Sequence[Job], *, executor: Exec
     return results
 
 
+def append_record(path: str | Path, record: dict[str, Any]) -> None:
+    """Append ``record`` to a JSON-lines file as one line, flushed and synced to disk at once,
+    so that a run killed right after keeps it (:func:`read_records` reads the file back)."""
+    line = json.dumps(record, default=float, allow_nan=True) + "\n"
+    with Path(path).open("a", encoding="utf-8") as f:
+        f.write(line)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def read_records(path: str | Path) -> list[dict[str, Any]]:
+    """The records of a JSON-lines file written by :func:`append_record` ([] if there is none).
+
+    A last line cut off by an interruption (no newline) is removed from the file, so that
+    the next record starts on a line of its own and the cut-off job runs again; any other
+    line that is not a JSON object is an error that names the file and the line.
+    """
+    path = Path(path)
+    if not path.exists():
+        return []
+    text = path.read_text(encoding="utf-8")
+    if text and not text.endswith("\n"):
+        complete = text[:text.rfind("\n") + 1]  # "" when the only line is the cut-off one
+        with path.open("r+", encoding="utf-8") as f:
+            f.truncate(len(complete.encode("utf-8")))
+        text = complete
+    records = []
+    for i, line in enumerate(text.splitlines()):
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            record = None
+        if not isinstance(record, dict):
+            raise ValueError(f"{path}: line {i + 1} is not a JSON record: {line[:80]!r}")
+        records.append(record)
+    return records
+
+
 def _one_thread() -> None:
     torch.set_num_threads(1)
 
@@ -71,4 +112,4 @@ def worker_pool(workers: int = 2) -> ProcessPoolExecutor:
     return ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_one_thread)
 
 
-__all__ = ["run_jobs", "worker_pool"]
+__all__ = ["append_record", "read_records", "run_jobs", "worker_pool"]

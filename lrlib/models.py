@@ -199,17 +199,19 @@ class TransformerBlock(nn.Module):
         d_ff: MLP hidden width (default ``4 * d_model``).
         norm_first: pre-norm (True) or post-norm (False).
         bias: biases in the linear layers and LayerNorms.
+        causal: position :math:`i` attends to positions :math:`\\le i` only (a language
+            model's mask, :class:`TinyGPT`); False lets every token see every other.
     """
 
     def __init__(self, d_model: int, n_heads: int, d_ff: int | None = None, *, norm_first: bool = True,
-                 bias: bool = True):
+                 bias: bool = True, causal: bool = False):
         super().__init__()
         check_int("d_model", d_model, 1)
         check_int("n_heads", n_heads, 1)
         if d_model % n_heads:
             raise ValueError(f"d_model must be divisible by n_heads={n_heads}, got {d_model}")
         d_ff = 4 * d_model if d_ff is None else check_int("d_ff", d_ff, 1)
-        self.n_heads, self.norm_first = n_heads, bool(norm_first)
+        self.n_heads, self.norm_first, self.causal = n_heads, bool(norm_first), bool(causal)
         self.qkv = nn.Linear(d_model, 3 * d_model, bias=bias)  # W_Q, W_K, W_V stacked
         self.proj = nn.Linear(d_model, d_model, bias=bias)  # W_O
         self.ff_in = nn.Linear(d_model, d_ff, bias=bias)
@@ -222,6 +224,9 @@ class TransformerBlock(nn.Module):
         head = d // self.n_heads
         q, k, v = self.qkv(x).view(batch, length, 3, self.n_heads, head).permute(2, 0, 3, 1, 4)
         scores = q @ k.transpose(-1, -2) / math.sqrt(head)
+        if self.causal:  # -inf above the diagonal: exp() below turns it into a weight of 0
+            future = torch.ones(length, length, dtype=torch.bool, device=x.device).triu(1)
+            scores = scores.masked_fill(future, float("-inf"))
         # softmax written out: torch's CPU kernel is slow on rows this short (8 tokens), and a
         # softmax ignores the shift, so the max needs no gradient.
         scores = torch.exp(scores - scores.detach().amax(dim=-1, keepdim=True))
@@ -287,6 +292,51 @@ class TransformerClassifier(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.embed(x.reshape(-1, self.seq_len, self.in_features)) + self.position
         return self.head(self.final_norm(self.blocks(h)).mean(dim=1))
+
+
+class TinyGPT(nn.Module):
+    """A tiny GPT-style language model: it predicts each next byte of a text (chapters 5 and 7b).
+
+    Token and learned position embeddings, ``n_layers`` causal :class:`TransformerBlock` s
+    (pre-norm, GPT-2's placement, or post-norm, the 2017 original), a final LayerNorm
+    when pre-norm, and a linear head over the vocabulary. ``model(tokens)`` with tokens of
+    shape ``(batch, T)`` gives logits ``(batch, T, vocab_size)``; the logits at position
+    :math:`t` see tokens :math:`0..t` only, so the loss is the usual next-token
+    cross-entropy :math:`-\\frac{1}{BT}\\sum_{b,t} \\log p_\\theta(x_{b,t+1} \\mid x_{b,\\le t})`.
+    It runs under ``torch.func.vmap``, so K copies train as one
+    :class:`lrlib.batched.BatchedModel`.
+
+    Args:
+        vocab_size: tokens (256 for bytes).
+        context: the longest sequence (the position table's length).
+        d_model, n_heads, d_ff, n_layers: the stack's shape.
+        norm_first: pre-norm (True, default) or post-norm (False).
+
+    Example:
+        >>> m = TinyGPT(vocab_size=16, context=8, d_model=16, n_heads=2, n_layers=1)
+        >>> m(torch.zeros(3, 8, dtype=torch.long)).shape
+        torch.Size([3, 8, 16])
+    """
+
+    def __init__(self, vocab_size: int = 256, context: int = 64, *, d_model: int = 64, n_heads: int = 4,
+                 d_ff: int | None = None, n_layers: int = 2, norm_first: bool = True):
+        super().__init__()
+        check_int("vocab_size", vocab_size, 1)
+        self.context = check_int("context", context, 1)
+        check_int("n_layers", n_layers, 1)
+        self.token_embedding = nn.Embedding(vocab_size, d_model)
+        self.position_embedding = nn.Parameter(torch.randn(context, d_model) * 0.02)
+        self.blocks = nn.Sequential(*(TransformerBlock(d_model, n_heads, d_ff, norm_first=norm_first,
+                                                       causal=True) for _ in range(n_layers)))
+        self.final_norm = nn.LayerNorm(d_model) if norm_first else nn.Identity()
+        self.head = nn.Linear(d_model, vocab_size)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        length = tokens.shape[-1]
+        if length > self.context:
+            raise ValueError(f"tokens must be at most context={self.context} long, got {length}")
+        h = self.token_embedding(tokens) + self.position_embedding[:length]
+        return self.head(self.final_norm(self.blocks(h)))
 
 
 class LoRALinear(nn.Module):

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 import warnings
 from collections.abc import Callable, Iterable, Sequence
@@ -24,7 +23,7 @@ from typing import Any
 import pandas as pd
 
 from lrlib._checks import check_int, check_real
-from lrlib.jobs import run_jobs
+from lrlib.jobs import append_record, read_records, run_jobs
 
 # --- parsing the seeds' log -----------------------------------------------------------------------
 
@@ -349,32 +348,12 @@ def _record(path: Path | None, config: dict[str, Any], result: dict[str, Any]) -
         raise TypeError(f"train_fn must return a dict, got {type(result).__name__}")
     entry = {"key": trial_key(config), "config": config, "result": result}
     if path is not None:
-        with path.open("a", encoding="utf-8") as f:
-            f.write(json.dumps(entry, default=float) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        append_record(path, entry)
     return entry
 
 
 def _read_results(path: Path) -> dict[str, dict[str, Any]]:
-    """The recorded trials; a last line cut off by an interruption (no newline) is removed from
-    the file, so that the next record starts on a line of its own, and its trial runs again."""
-    if not path.exists():
-        return {}
-    text = path.read_text(encoding="utf-8")
-    if text and not text.endswith("\n"):
-        complete = text[:text.rfind("\n") + 1]  # "" when the only line is the cut-off one
-        with path.open("r+", encoding="utf-8") as f:
-            f.truncate(len(complete.encode("utf-8")))
-        text = complete
-    done = {}
-    for i, line in enumerate(text.splitlines()):
-        try:
-            entry = json.loads(line)
-        except json.JSONDecodeError:
-            raise ValueError(f"{path}: line {i + 1} is not a JSON record: {line[:80]!r}") from None
-        done[entry["key"]] = entry
-    return done
+    return {entry["key"]: entry for entry in read_records(path)}
 
 
 def summarize(frame: pd.DataFrame, metric: str, by: str | Iterable[str] = "lr") -> pd.DataFrame:

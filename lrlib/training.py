@@ -26,6 +26,20 @@ LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 OnStep = Callable[[int, float], "bool | None"]
 
 
+def cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy over every target: ``logits (..., C)`` against ``targets (...)``.
+
+    One loss for a classifier (``(N, C)`` and ``(N,)``) and a language model (``(N, T, V)``
+    and ``(N, T)``, the mean over every position), where ``F.cross_entropy`` wants the
+    classes in dimension 1.
+
+    >>> logits = torch.zeros(2, 3, 4)
+    >>> round(float(cross_entropy(logits, torch.zeros(2, 3, dtype=torch.long))), 4)  # log 4
+    1.3863
+    """
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
+
+
 @dataclass(frozen=True)
 class Evaluation:
     """Mean cross-entropy ``loss`` and ``accuracy`` of a classifier on one split (floats, or
@@ -36,13 +50,16 @@ class Evaluation:
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> Evaluation:
-    """A classifier's mean cross-entropy and accuracy on ``(x, y)``, in eval mode.
+def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, chunk: int = 512) -> Evaluation:
+    """A classifier's (or a language model's) mean cross-entropy and accuracy on ``(x, y)``, in eval mode.
 
     :math:`\\text{loss} = -\\frac1N \\sum_i \\log p_\\theta(y_i \\mid x_i)`,
-    :math:`\\text{accuracy} = \\frac1N \\sum_i [\\arg\\max_c f_\\theta(x_i)_c = y_i]`.
-    A batched model (:class:`lrlib.batched.BatchedModel`, logits of shape ``(K, N, C)``)
-    gets one loss and one accuracy per copy. The model is put back in the mode it was in.
+    :math:`\\text{accuracy} = \\frac1N \\sum_i [\\arg\\max_c f_\\theta(x_i)_c = y_i]`, the
+    mean running over every target: one per image, or one per position of each window for
+    a language model (``y`` of shape ``(N, T)``, logits ``(N, T, V)``). A batched model
+    (:class:`lrlib.batched.BatchedModel`, logits of shape ``(K, N, ..., C)``) gets one loss and
+    one accuracy per copy. The examples go through the model ``chunk`` at a time (the
+    logits of a language model are large), and the model is put back in the mode it was in.
 
     >>> model = torch.nn.Linear(2, 2)
     >>> with torch.no_grad():
@@ -50,21 +67,29 @@ def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> Evalua
     >>> evaluate(model, torch.tensor([[1.0, 0.0], [0.0, 1.0]]), torch.tensor([0, 0])).accuracy
     0.5
     """
-    copies = getattr(model, "copies", None)  # a BatchedModel: every copy sees the same images
-    if copies is not None:
-        x = x.expand(copies, *x.shape)
+    chunk = check_int("chunk", chunk, minimum=1)
+    copies = getattr(model, "copies", None)  # a BatchedModel: every copy sees the same examples
+    k = copies or 1
     was_training = model.training
     model.eval()
+    loss_sum = torch.zeros(k, dtype=torch.float64, device=y.device)
+    hits = torch.zeros(k, dtype=torch.float64, device=y.device)
     try:
-        logits = model(x)
+        for start in range(0, len(x), chunk):
+            xs, ys = x[start:start + chunk], y[start:start + chunk]
+            logits = model(xs.expand(k, *xs.shape) if copies is not None else xs)
+            logits = logits.reshape(k, -1, logits.shape[-1])
+            targets = ys.reshape(-1).repeat(k)
+            losses = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets, reduction="none")
+            loss_sum += losses.view(k, -1).double().sum(1)
+            hits += (logits.argmax(-1) == ys.reshape(1, -1)).double().sum(1)
     finally:
         model.train(was_training)
-    if logits.dim() == 3:  # (copies, N, classes)
-        k = logits.shape[0]
-        loss = F.cross_entropy(logits.flatten(0, 1), y.repeat(k), reduction="none").view(k, -1).mean(1)
-        accuracy = (logits.argmax(-1) == y).float().mean(1)
-        return Evaluation(loss.cpu().numpy().astype(float), accuracy.cpu().numpy().astype(float))
-    return Evaluation(float(F.cross_entropy(logits, y)), float((logits.argmax(1) == y).float().mean()))
+    count = y.numel()
+    loss, accuracy = (loss_sum / count).cpu().numpy(), (hits / count).cpu().numpy()
+    if copies is not None:
+        return Evaluation(loss.astype(float), accuracy.astype(float))
+    return Evaluation(float(loss[0]), float(accuracy[0]))
 
 
 @dataclass

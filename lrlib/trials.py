@@ -1,46 +1,54 @@
-"""Training runs on the digits described by plain data, so many can run at once (chapter 5 on).
+"""Training runs described by plain data, so many can run at once: the course's one runner.
 
-A :class:`DigitsTrial` holds everything one run needs (model, optimizer, peak rate,
-schedule, batch size, steps, seed); :func:`run_trial` turns it into a
-:class:`TrialResult` and depends on nothing else, so the same trial gives the
-same numbers wherever it runs. :func:`run_trials` runs a list of them: trials
-that differ only in rate, schedule and seed train together as one batched model
-(:mod:`lrlib.batched`), which on a small model costs little more than one of
-them, and independent groups can go to worker processes (any
-``concurrent.futures`` executor). Chapters 5 and 6 run their seed-by-seed
-comparisons this way.
+A :class:`Trial` holds everything one run needs (data, model, optimizer, peak rate,
+schedule, batch size, steps, seed, device); :func:`run_trial` turns it into a
+:class:`TrialResult` and depends on nothing else, so the same trial gives the same
+numbers wherever it runs. :func:`run_trials` runs a list of them: trials that
+differ only in rate, schedule and seed train together as one batched model
+(:mod:`lrlib.batched`), which on a small model costs little more than one of them,
+and independent groups can go to worker processes (any ``concurrent.futures``
+executor, Dask's included). Stored experiments (:mod:`lrlib.experiments`) are lists
+of trials run this way; chapters 4 to 8 run their seed-by-seed comparisons with it.
+
+Three kinds of data (:mod:`lrlib.data`): the digits and MNIST-1D for classifiers
+(``model="mlp"``, or ``"transformer"`` for the digits' rows), and the two texts for
+the byte-level language model (``model="gpt"``, a :class:`~lrlib.models.TinyGPT`).
 """
 
 from __future__ import annotations
 
+import functools
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 
 from lrlib import batched, schedules
-from lrlib._checks import check_int, check_positive
-from lrlib.data import load_digits, minibatches
+from lrlib._checks import check_int, check_nonnegative, check_positive
+from lrlib.batched import OPTIMIZERS, optimizer_spec
+from lrlib.data import Split, load_digits, load_mnist1d, load_text, minibatches
 from lrlib.jobs import run_jobs, worker_pool
-from lrlib.models import MLP, TransformerClassifier
-from lrlib.training import TrainingRun, evaluate, train
+from lrlib.models import MLP, TinyGPT, TransformerClassifier
+from lrlib.training import TrainingRun, cross_entropy, evaluate, train
 
-MODELS = ("transformer", "mlp")
-OPTIMIZERS = ("adam", "radam", "sgd", "schedulefree_adamw", "schedulefree_sgd")
+#: The data a trial can train on; the first two are images for a classifier, the last two texts.
+DATASETS = ("digits", "mnist1d", "shakespeare", "python_docs")
+TEXTS = ("shakespeare", "python_docs")
+#: ``model`` -> the data it accepts.
+MODELS = {"transformer": ("digits",), "mlp": ("digits", "mnist1d"), "gpt": TEXTS}
 #: The :mod:`lrlib.schedules` factories whose first argument is the rate (``cyclic``: the lower bound).
 SCHEDULES = ("constant", "step_decay", "multistep", "exponential", "cosine", "polynomial", "one_cycle",
              "sgdr", "warmup_constant", "warmup_linear", "warmup_cosine", "wsd", "cyclic")
 
 
 @dataclass
-class DigitsTrial:
-    """One training run on the digits, fully described by its fields.
+class Trial:
+    """One training run, fully described by its fields (plain data: JSON in, JSON out).
 
     Args:
         lr: peak learning rate :math:`\\eta` (> 0); for ``"cyclic"``, its lower bound.
@@ -49,19 +57,27 @@ class DigitsTrial:
         schedule_args: the factory's other arguments, e.g.
             ``{"warmup_steps": 20, "total_steps": 200}``.
         steps: optimizer steps (>= 1).
-        batch_size: images per step.
+        batch_size: examples (images, or windows of text) per step.
         seed: seeds the weights and the order of the batches.
+        data: one of :data:`DATASETS`: ``"digits"`` (:func:`~lrlib.data.load_digits`),
+            ``"mnist1d"`` (:func:`~lrlib.data.load_mnist1d`, 60,000 signals), or a text of
+            :func:`~lrlib.data.load_text` (``"shakespeare"``, ``"python_docs"``).
         model: ``"transformer"`` (a :class:`~lrlib.models.TransformerClassifier` over the
-            8 rows of each image) or ``"mlp"`` (an :class:`~lrlib.models.MLP` on the 64 pixels).
+            8 rows of each digit), ``"mlp"`` (an :class:`~lrlib.models.MLP` on the pixels or
+            the signal) or ``"gpt"`` (a :class:`~lrlib.models.TinyGPT` on a text's bytes).
         norm_first: pre-norm (True) or post-norm (False) transformer blocks.
         n_layers, d_model: the transformer's depth and width.
         hidden: the MLP's hidden widths.
-        optimizer: ``"adam"``, ``"radam"`` (``torch.optim.Adam``/``RAdam``, betas (0.9, 0.999)),
-            ``"sgd"`` (``torch.optim.SGD`` with ``momentum``), or the ``schedulefree``
-            package's ``"schedulefree_adamw"`` / ``"schedulefree_sgd"`` (with ``momentum``; no
-            weight decay, no warmup of its own: give one with ``schedule="warmup_constant"``),
-            evaluated at their averaged weights.
+        context: bytes per window of text (``"gpt"`` only).
+        optimizer: a key of the registry :data:`lrlib.batched.OPTIMIZERS`: ``"sgd"`` (with
+            ``momentum``), ``"adam"``, ``"adamw"`` (with ``weight_decay``), ``"radam"``
+            (``torch.optim``), or the ``schedulefree`` package's ``"schedulefree_adamw"`` /
+            ``"schedulefree_sgd"`` (no warmup of their own: give one with
+            ``schedule="warmup_constant"``), evaluated at their averaged weights.
         momentum: SGD's momentum (and schedule-free SGD's interpolation).
+        betas: Adam's :math:`(\\beta_1, \\beta_2)`.
+        weight_decay: AdamW's decoupled decay :math:`\\lambda` (0 for the others).
+        eval_every: also measure the validation loss every this many steps (0: at the end only).
         track_norms: record gradient and update norms for this many first steps.
         device: where to train.
     """
@@ -72,28 +88,57 @@ class DigitsTrial:
     steps: int = 200
     batch_size: int = 32
     seed: int = 0
+    data: str = "digits"
     model: str = "transformer"
     norm_first: bool = False
     n_layers: int = 6
     d_model: int = 32
     hidden: tuple[int, ...] = (128,)
+    context: int = 64
     optimizer: str = "adam"
     momentum: float = 0.9
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = 0.0
+    eval_every: int = 0
     track_norms: int = 0
     device: str = "cpu"
 
     def __post_init__(self) -> None:
         self.hidden = tuple(self.hidden)  # a JSON config gives a list; trials must hash (batch_key)
+        self.betas = tuple(self.betas)
         check_positive("lr", self.lr)
         check_int("steps", self.steps, minimum=1)
         check_int("batch_size", self.batch_size, minimum=1)
+        check_int("seed", self.seed, minimum=0)
+        check_int("eval_every", self.eval_every, minimum=0)
+        check_int("context", self.context, minimum=2)
+        check_nonnegative("weight_decay", self.weight_decay)
+        if self.data not in DATASETS:
+            raise ValueError(f"data must be one of {DATASETS}, got {self.data!r}")
         if self.model not in MODELS:
-            raise ValueError(f"model must be one of {MODELS}, got {self.model!r}")
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+            raise ValueError(f"model must be one of {tuple(MODELS)}, got {self.model!r}")
+        if self.data not in MODELS[self.model]:
+            raise ValueError(f"data must be one of {MODELS[self.model]} for model={self.model!r}, "
+                             f"got {self.data!r}")
+        spec = optimizer_spec(self.optimizer)
+        spec._check_decay(self.weight_decay)
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
         self.build_schedule()  # bad schedule_args fail here, not in a worker process
+        self.device = str(self.device)
+
+    @classmethod
+    def from_dict(cls, config: dict[str, Any]) -> Trial:
+        """The trial a plain dict describes; an unknown key is refused by name."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(config) - known)
+        if unknown:
+            raise ValueError(f"unknown trial field(s) {unknown}; fields are {sorted(known)}")
+        return cls(**config)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fields as plain JSON-ready values (tuples as lists)."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
     def build_schedule(self) -> schedules.Schedule:
         return getattr(schedules, self.schedule)(self.lr, **self.schedule_args)
@@ -101,57 +146,115 @@ class DigitsTrial:
     def build_model(self) -> torch.nn.Module:
         torch.manual_seed(self.seed)
         if self.model == "mlp":
-            return MLP(64, self.hidden, 10)
+            return MLP(64 if self.data == "digits" else 40, self.hidden, 10)
+        if self.model == "gpt":
+            return TinyGPT(256, self.context, d_model=self.d_model, n_layers=self.n_layers,
+                           norm_first=self.norm_first)
         return TransformerClassifier(8, 8, 10, d_model=self.d_model, n_layers=self.n_layers,
                                      norm_first=self.norm_first)
 
     def build_optimizer(self, model: torch.nn.Module) -> torch.optim.Optimizer:
-        if self.optimizer.startswith("schedulefree_"):
-            try:
-                import schedulefree
-            except ImportError as error:  # an optional dependency: say how to get it
-                raise ImportError(f"optimizer={self.optimizer!r} needs the schedulefree package: "
-                                  "pip install schedulefree") from error
-            if self.optimizer == "schedulefree_sgd":
-                return schedulefree.SGDScheduleFree(model.parameters(), lr=self.lr, momentum=self.momentum)
-            return schedulefree.AdamWScheduleFree(model.parameters(), lr=self.lr)
-        if self.optimizer == "sgd":
-            return torch.optim.SGD(model.parameters(), lr=self.lr, momentum=self.momentum)
-        make = torch.optim.RAdam if self.optimizer == "radam" else torch.optim.Adam
-        return make(model.parameters(), lr=self.lr)
+        return OPTIMIZERS[self.optimizer].build(model.parameters(), self.lr, momentum=self.momentum,
+                                                betas=self.betas, weight_decay=self.weight_decay)
+
+    def load_data(self) -> Split:
+        """The trial's data on its device (loaded once per process and device)."""
+        return _data(self.data, self.context, self.device)
+
+
+#: The name chapters 5 and 6 used before the trial description covered every data set.
+DigitsTrial = Trial
+
+
+@functools.lru_cache(maxsize=8)
+def _data(name: str, context: int, device: str) -> Split:
+    if name == "digits":
+        return load_digits(seed=0, device=device)
+    if name == "mnist1d":
+        return load_mnist1d(seed=0, device=device)
+    return load_text(name, context=context, device=device)
 
 
 @dataclass
 class TrialResult:
-    """What one :class:`DigitsTrial` gave: the recorded run, the validation loss and accuracy
+    """What one :class:`Trial` gave: the recorded run, the validation loss and accuracy
     (select on these), the test loss and accuracy (report these once, for what was selected;
-    NaN and 0.1-ish when the run diverged), and the wall-clock seconds it took (for a trial
-    trained in a batch, the batch's seconds shared equally among its trials)."""
+    NaN and chance-level when the run diverged), the wall-clock seconds it took (for a trial
+    trained in a batch, the batch's seconds shared equally among its trials) and, with
+    ``eval_every``, the validation loss along the way (``val_steps``: after how many updates)."""
 
-    trial: DigitsTrial
+    trial: Trial
     run: TrainingRun
     val_loss: float
     val_accuracy: float
     test_loss: float
     test_accuracy: float
     seconds: float
+    val_steps: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=int))
+    val_losses: np.ndarray = field(default_factory=lambda: np.zeros(0))
+
+    @property
+    def diverged(self) -> bool:
+        """Whether a minibatch loss turned non-finite."""
+        return self.run.diverged
 
 
-def run_trial(trial: DigitsTrial) -> TrialResult:
-    """Train as ``trial`` says and evaluate on the validation and test digits."""
+def run_trial(trial: Trial, *, stop_after: int | None = None) -> TrialResult:
+    """Train as ``trial`` says and evaluate on its validation and test splits.
+
+    Args:
+        trial: the run.
+        stop_after: train only this many first steps of it (same schedule, same batches):
+            the prefix that the stored experiments' checks rerun. None: all of them.
+    """
     start = time.perf_counter()
-    data = load_digits(seed=0, device=trial.device)
+    data = trial.load_data()
     model = trial.build_model().to(trial.device)
     optimizer = trial.build_optimizer(model)
     scheduler = trial.build_schedule().attach(optimizer)
-    batches = minibatches(data.x_train, data.y_train, trial.batch_size, steps=trial.steps, seed=trial.seed)
+    steps = _prefix(trial, stop_after)
+    batches = minibatches(data.x_train, data.y_train, trial.batch_size, steps=steps, seed=trial.seed)
+    curve = _ValCurve(trial.eval_every, lambda: _val_loss(model, optimizer, data))
     _mode(optimizer, "train")
-    run = train(model, optimizer, batches, F.cross_entropy, scheduler=scheduler,
-                track_norms=trial.track_norms)
+    run = train(model, optimizer, batches, cross_entropy, scheduler=scheduler,
+                track_norms=trial.track_norms, on_step=lambda t, loss: curve(t))
     _mode(optimizer, "eval")  # schedule-free: evaluate the averaged weights
     val, test = evaluate(model, data.x_val, data.y_val), evaluate(model, data.x_test, data.y_test)
+    val_steps, val_losses = curve.arrays(1)
     return TrialResult(trial, run, val.loss, val.accuracy, test.loss, test.accuracy,
-                       time.perf_counter() - start)
+                       time.perf_counter() - start, val_steps, val_losses[:, 0])
+
+
+def _prefix(trial: Trial, stop_after: int | None) -> int:
+    if stop_after is None:
+        return trial.steps
+    return min(trial.steps, check_int("stop_after", stop_after, minimum=1))
+
+
+class _ValCurve:
+    """Validation losses every ``every`` updates (after update t when (t + 1) % every == 0)."""
+
+    def __init__(self, every: int, measure: Callable[[], Any]):
+        self.every, self.measure = every, measure
+        self.steps: list[int] = []
+        self.values: list[Any] = []
+
+    def __call__(self, t: int) -> None:
+        if self.every and (t + 1) % self.every == 0:
+            self.steps.append(t + 1)
+            self.values.append(self.measure())
+
+    def arrays(self, copies: int) -> tuple[np.ndarray, np.ndarray]:
+        steps = np.asarray(self.steps, dtype=int)
+        return steps, np.asarray(self.values, dtype=float).reshape(len(self.steps), copies)
+
+
+def _val_loss(model: torch.nn.Module, optimizer: Any, data: Split) -> Any:
+    _mode(optimizer, "eval")
+    try:
+        return evaluate(model, data.x_val, data.y_val).loss
+    finally:
+        _mode(optimizer, "train")
 
 
 def _mode(optimizer: torch.optim.Optimizer, mode: str) -> None:
@@ -165,18 +268,19 @@ def _mode(optimizer: torch.optim.Optimizer, mode: str) -> None:
 PER_COPY = ("lr", "schedule", "schedule_args", "seed", "track_norms")
 
 
-def batch_key(trial: DigitsTrial) -> tuple:
+def batch_key(trial: Trial) -> tuple:
     """Trials with equal keys (same model, optimizer, steps, batch size, device) can train as
     one batched model; they may differ in rate, schedule and seed."""
     return tuple((k, v) for k, v in asdict(trial).items() if k not in PER_COPY)
 
 
-def run_trial_batch(trials: Sequence[DigitsTrial]) -> list[TrialResult]:
+def run_trial_batch(trials: Sequence[Trial], *, stop_after: int | None = None) -> list[TrialResult]:
     """Train trials that share a :func:`batch_key` as one :class:`~lrlib.batched.BatchedModel`.
 
     Copy ``k`` starts from the weights ``trials[k].build_model()`` gives, sees the
     minibatches of its own seed and follows its own schedule, so each result equals
     :func:`run_trial` of that trial to float32 reassociation (the tests check it).
+    ``stop_after`` trains only that many first steps of each (see :func:`run_trial`).
     """
     trials = list(trials)
     if not trials:
@@ -186,31 +290,35 @@ def run_trial_batch(trials: Sequence[DigitsTrial]) -> list[TrialResult]:
                          "track_norms to train as one batch")
     start = time.perf_counter()
     first = trials[0]
-    data = load_digits(seed=0, device=first.device)
-    models = [t.build_model() for t in trials]
-    model = batched.BatchedModel(models).to(first.device)
-    steps = np.arange(first.steps)
-    rates = np.stack([t.build_schedule()(steps) for t in trials])
-    optimizer = batched.make_optimizer(first.optimizer, model, rates[:, 0], momentum=first.momentum)
-    streams = [minibatches(data.x_train, data.y_train, t.batch_size, steps=t.steps, seed=t.seed)
+    data = first.load_data()
+    model = batched.BatchedModel([t.build_model() for t in trials]).to(first.device)
+    steps = _prefix(first, stop_after)
+    rates = np.stack([t.build_schedule()(np.arange(steps)) for t in trials])
+    optimizer = batched.make_optimizer(first.optimizer, model, rates[:, 0], momentum=first.momentum,
+                                       betas=first.betas, weight_decay=first.weight_decay)
+    streams = [minibatches(data.x_train, data.y_train, t.batch_size, steps=steps, seed=t.seed)
                for t in trials]
+    curve = _ValCurve(first.eval_every, lambda: _val_loss(model, optimizer, data))
     runs = batched.train_copies(model, optimizer, streams, rates,
-                                track_norms=max(t.track_norms for t in trials))
+                                track_norms=max(t.track_norms for t in trials), on_step=curve)
     optimizer.eval()  # schedule-free: evaluate the averaged weights
     val, test = evaluate(model, data.x_val, data.y_val), evaluate(model, data.x_test, data.y_test)
     seconds = (time.perf_counter() - start) / len(trials)
+    val_steps, val_losses = curve.arrays(len(trials))
     out = []
     for k, (trial, run) in enumerate(zip(trials, runs)):
         n = trial.track_norms  # the batch tracked the longest any trial asked for
         run.grad_norms = run.grad_norms[:n] if n else None
         run.update_norms = run.update_norms[:n] if n else None
         out.append(TrialResult(trial, run, float(val.loss[k]), float(val.accuracy[k]),
-                               float(test.loss[k]), float(test.accuracy[k]), seconds))
+                               float(test.loss[k]), float(test.accuracy[k]), seconds,
+                               val_steps, val_losses[:, k]))
     return out
 
 
-def run_trials(trials: Sequence[DigitsTrial], workers: int = 1, executor: Executor | None = None, *,
-               batch: bool = True, max_batch: int = 64) -> list[TrialResult]:
+def run_trials(trials: Sequence[Trial], workers: int = 1, executor: Executor | None = None, *,
+               batch: bool = True, max_batch: int = 64, stop_after: int | None = None,
+               on_result: Callable[[int, TrialResult], Any] | None = None) -> list[TrialResult]:
     """Run trials, in this process or in parallel; results in the order of the list.
 
     Args:
@@ -222,6 +330,10 @@ def run_trials(trials: Sequence[DigitsTrial], workers: int = 1, executor: Execut
             time, as one batched model (:func:`run_trial_batch`); False runs each trial alone
             (:func:`run_trial`), bit for bit the loop it describes.
         max_batch: the most copies in one batched model (memory grows with it).
+        stop_after: train only this many first steps of each trial (see :func:`run_trial`).
+        on_result: called as ``on_result(i, result)`` as soon as trial ``i`` has finished
+            (a batch's trials together): stream results to disk so that an interruption loses
+            only what was running (:func:`lrlib.experiments.run_experiment` does).
 
     Returns:
         One :class:`TrialResult` per trial, in the same order.
@@ -234,18 +346,24 @@ def run_trials(trials: Sequence[DigitsTrial], workers: int = 1, executor: Execut
         for i, trial in enumerate(trials):
             groups.setdefault(batch_key(trial), []).append(i)
         jobs = [idx[i:i + max_batch] for idx in groups.values() for i in range(0, len(idx), max_batch)]
-        fn, inputs = run_trial_batch, [[trials[i] for i in job] for job in jobs]
+        fn = functools.partial(run_trial_batch, stop_after=stop_after)
+        inputs: list[Any] = [[trials[i] for i in job] for job in jobs]
     else:
-        jobs, fn, inputs = [[i] for i in range(len(trials))], run_trial, trials
+        jobs, inputs = [[i] for i in range(len(trials))], trials
+        fn = functools.partial(run_trial, stop_after=stop_after)
+    results: list[TrialResult | None] = [None] * len(trials)
+
+    def collect(j: int, done: Any) -> None:
+        for i, r in zip(jobs[j], done if batch else [done]):
+            results[i] = r
+            if on_result is not None:
+                on_result(i, r)
+
     if executor is None and workers > 1 and len(inputs) > 1:
         with worker_pool(workers) as pool:
-            done = run_jobs(fn, inputs, executor=pool)
+            run_jobs(fn, inputs, executor=pool, on_result=collect)
     else:
-        done = run_jobs(fn, inputs, executor=executor)
-    results: list[TrialResult | None] = [None] * len(trials)
-    for job, result in zip(jobs, done):
-        for i, r in zip(job, result if batch else [result]):
-            results[i] = r
+        run_jobs(fn, inputs, executor=executor, on_result=collect)
     return results  # type: ignore[return-value]
 
 
@@ -257,7 +375,7 @@ def _outcome(result: TrialResult) -> dict[str, Any]:
 def sweep_trial(config: dict[str, Any]) -> dict[str, Any]:
     """:func:`lrlib.sweep.run_sweep`'s trial for the digits: ``DigitsTrial(**config)``, run.
 
-    ``config`` holds ``lr`` and ``seed`` (from the sweep) and any other :class:`DigitsTrial`
+    ``config`` holds ``lr`` and ``seed`` (from the sweep) and any other :class:`Trial`
     field (through ``run_sweep``'s ``extra``). Importable, so it runs in worker processes
     and on Dask workers; returns the validation and test loss and accuracy and whether
     the run diverged, all JSON-serialisable.
@@ -266,13 +384,13 @@ def sweep_trial(config: dict[str, Any]) -> dict[str, Any]:
     >>> sorted(out)
     ['diverged', 'test_accuracy', 'test_loss', 'val_accuracy', 'val_loss']
     """
-    return _outcome(run_trial(DigitsTrial(**config)))
+    return _outcome(run_trial(Trial.from_dict(config)))
 
 
 def sweep_batch(configs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """``run_sweep``'s ``batch_fn`` for :func:`sweep_trial`: the configs' trials trained as batched
     models where they can be (:func:`run_trials`), one result per config, in order."""
-    return [_outcome(r) for r in run_trials([DigitsTrial(**c) for c in configs])]
+    return [_outcome(r) for r in run_trials([Trial.from_dict(c) for c in configs])]
 
 
 def results_frame(results: Sequence[TrialResult]) -> pd.DataFrame:
@@ -326,12 +444,12 @@ def select(results: Sequence[TrialResult], **fields: Any) -> list[TrialResult]:
     """The results whose trial has every given field (or ``schedule_args`` entry) equal to the value.
 
     >>> import numpy as np
-    >>> trials = [TrialResult(DigitsTrial(lr, steps=1), TrainingRun(np.zeros(1)), 0, 1, 0, 1, 0)
+    >>> trials = [TrialResult(Trial(lr, steps=1), TrainingRun(np.zeros(1)), 0, 1, 0, 1, 0)
     ...           for lr in (0.1, 0.2)]
     >>> [r.trial.lr for r in select(trials, lr=0.2)]
     [0.2]
     """
-    def matches(trial: DigitsTrial) -> bool:
+    def matches(trial: Trial) -> bool:
         values = {**vars(trial), **trial.schedule_args}
         for name, value in fields.items():
             if name not in values:

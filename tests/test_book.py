@@ -70,7 +70,35 @@ def test_a_claim_that_holds_is_recorded_and_glued(full_mode):
     record = book.CLAIMS[-1]
     assert record == Claim("A lower loss wins.", True, "0.1 vs 0.3", True)
     assert json.loads(GLUED["claim-001"]) == {"statement": "A lower loss wins.", "holds": True,
-                                              "evidence": "0.1 vs 0.3", "full_mode": True}
+                                              "evidence": "0.1 vs 0.3", "full_mode": True, "test": "",
+                                              "n": 0, "effect": None, "p_value": None}
+
+
+def test_a_claim_with_a_paired_test_needs_the_test_to_pass_and_records_it(full_mode):
+    from lrlib.stats import paired_comparison
+
+    strong = paired_comparison([1, 2, 3, 4, 5], [2, 3, 4, 5, 6])  # 5 of 5, sign test p = 1/32
+    assert claim(strong.mean_difference < 0, "A wins.", test=strong) is True
+    record = json.loads(GLUED[f"claim-{len(book.CLAIMS):03d}"])
+    assert record["n"] == 5 and record["p_value"] == pytest.approx(1 / 32)
+    assert record["test"].startswith("paired sign test (less), n=5 (5 of 5)")
+    weak = paired_comparison([1, 2, 3, 4, 5], [2, 3, 4, 5, 4])  # 4 of 5: p = 6/32
+    with pytest.raises(ClaimFailed, match="paired sign test"):
+        claim(weak.mean_difference < 0, "A wins.", test=weak)
+    with pytest.raises(TypeError, match="PairedComparison"):
+        claim(True, "A wins.", test=0.01)
+
+
+def test_check_is_an_assertion_not_a_claim(full_mode, monkeypatch):
+    before = len(book.CLAIMS)
+    book.check(1 + 1 == 2, "One and one make two.")
+    with pytest.raises(AssertionError, match="check failed: a negative gradient"):
+        book.check(False, "a negative gradient moves the weight up")
+    monkeypatch.setenv(book.FAST_ENV_VAR, "1")
+    fast(True)
+    with pytest.raises(AssertionError):  # a fact does not depend on the run's length
+        book.check(False, "still a bug")
+    assert len(book.CLAIMS) == before
 
 
 def test_a_false_claim_raises_in_full_mode_and_is_only_recorded_in_fast(full_mode, monkeypatch):

@@ -1,5 +1,6 @@
-"""lrlib.data: the offline digits and the minibatch stream."""
+"""lrlib.data: the offline digits, MNIST-1D, the texts and the minibatch stream."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -107,3 +108,82 @@ def test_minibatches_with_replacement_are_iid_draws():
     counts = torch.bincount(torch.cat([b[1] for b in batches]), minlength=10).float()
     assert counts.min() > 150 and counts.max() < 250  # 200 expected per row
     assert any(len(set(b[1].tolist())) < 4 for b in batches), "a row can repeat within a batch"
+
+
+# --- MNIST-1D and the texts (stored experiments) --------------------------------------------------------
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("LRLIB_CACHE", str(tmp_path))
+    return tmp_path
+
+
+def test_mnist1d_is_the_packages_make_dataset_cached_and_leaves_global_rngs_alone(cache):
+    from mnist1d.data import get_dataset_args, make_dataset
+
+    from lrlib.data import mnist1d_arrays
+
+    np.random.seed(123)
+    before = np.random.get_state()[1].copy()
+    x, y = mnist1d_arrays(500)
+    assert np.array_equal(np.random.get_state()[1], before)  # make_dataset reseeds; we put it back
+    args = get_dataset_args()
+    args.num_samples = 500
+    made = make_dataset(args)
+    np.testing.assert_allclose(x, np.concatenate([made["x"], made["x_test"]]), rtol=1e-6)
+    assert np.array_equal(y, np.concatenate([made["y"], made["y_test"]]))
+    assert len(list(cache.glob("mnist1d-500-42-*.npz"))) == 1
+    again_x, _ = mnist1d_arrays(500)  # from the cache, identical
+    assert np.array_equal(again_x, x)
+    with pytest.raises(ValueError, match="n must be a multiple of 10"):
+        mnist1d_arrays(505)
+
+
+def test_mnist1d_split_is_stratified_disjoint_and_deterministic(cache):
+    from lrlib.data import load_mnist1d
+
+    d = load_mnist1d(n=1000)
+    assert (len(d.y_train), len(d.y_val), len(d.y_test)) == (800, 100, 100)
+    for part in (d.y_train, d.y_val, d.y_test):
+        counts = torch.bincount(part, minlength=10)
+        assert counts.min() == counts.max()  # 100 per class, cut in the same shares
+    rows = lambda x: {tuple(r) for r in x.numpy().round(6).tolist()}  # noqa: E731
+    assert not rows(d.x_train) & rows(d.x_val) and not rows(d.x_train) & rows(d.x_test)
+    again = load_mnist1d(n=1000)
+    assert all(torch.equal(a, b) for a, b in zip(d.tensors(), again.tensors()))
+    other = load_mnist1d(n=1000, seed=1)
+    assert not torch.equal(other.y_train, d.y_train)
+
+
+@pytest.mark.parametrize("name", ["shakespeare", "python_docs"])
+def test_text_windows_predict_the_next_byte_from_disjoint_parts(name):
+    from lrlib.data import load_text, text_bytes, text_span
+
+    raw = text_bytes(name)
+    d = load_text(name, context=32)
+    assert d.x_train.dtype == torch.int64 and d.x_train.shape[1] == 32
+    assert torch.equal(d.x_train[:, 1:], d.y_train[:, :-1])  # y is x one byte later
+    assert torch.equal(d.y_train[:-1, -1], d.x_train[1:, 0])  # windows are consecutive
+    assert bytes(d.x_train[0].tolist()) == raw[:32]
+    spans = text_span(len(raw), 32, 0.05, 0.05)
+    assert spans["train"][1] == spans["val"][0] and spans["val"][1] == spans["test"][0]
+    assert spans["test"][1] == len(raw)
+    assert bytes(d.x_val[0].tolist()) == raw[spans["val"][0]:spans["val"][0] + 32]
+    assert bytes(d.x_test[0].tolist()) == raw[spans["test"][0]:spans["test"][0] + 32]
+    # every held-out window lies inside its own part: no training byte is a held-out target
+    assert len(d.y_val) * 32 < spans["val"][1] - spans["val"][0]
+    assert int(d.x_train.max()) < 256
+
+
+def test_texts_ship_with_their_licences():
+    from pathlib import Path
+
+    import lrlib.data as data
+
+    readme = (Path(data.__file__).parent / "corpora" / "README.md").read_text()
+    assert "public domain" in readme and "Python Software Foundation License" in readme
+    assert data.text_bytes("shakespeare").startswith(b"First Citizen:")
+    with pytest.raises(ValueError, match="name must be one of"):
+        data.text_bytes("moby_dick")
+    with pytest.raises(ValueError, match="context must be"):
+        data.load_text(context=1)

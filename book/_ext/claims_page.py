@@ -70,6 +70,15 @@ def _paragraph(*children: nodes.Node) -> nodes.paragraph:
     return para
 
 
+def _test_cell(item: dict) -> str:
+    """The paired test behind a comparison (n, effect size d_z, p), or a dash for a measurement."""
+    if not item.get("test"):
+        return "-"
+    effect = item.get("effect")
+    effect_text = "d_z=inf" if effect is None else f"d_z={effect:.2g}"
+    return f"{item['test'].split(',')[0]}; n={item['n']}, {effect_text}, p={item['p_value']:.2g}"
+
+
 def fill_claims(app, doctree: nodes.document, docname: str) -> None:
     placeholders = list(doctree.findall(claims_placeholder))
     if not placeholders:
@@ -92,13 +101,13 @@ def fill_claims(app, doctree: nodes.document, docname: str) -> None:
         heading += ref
         section += heading
         table = nodes.table(classes=["claims-table"])
-        group = nodes.tgroup(cols=3)
+        group = nodes.tgroup(cols=4)
         table += group
-        for width in (6, 60, 34):
+        for width in (5, 45, 25, 25):
             group += nodes.colspec(colwidth=width)
         head = nodes.thead()
         row = nodes.row()
-        for label in ("", "What the chapter says", "What the run measured"):
+        for label in ("", "What the chapter says", "What the run measured", "Paired test (n, effect, p)"):
             row += nodes.entry("", _paragraph(nodes.Text(label)))
         head += row
         group += head
@@ -115,6 +124,7 @@ def fill_claims(app, doctree: nodes.document, docname: str) -> None:
             row += nodes.entry("", _paragraph(nodes.Text(item["statement"])))
             row += nodes.entry("", _paragraph(nodes.literal(text=item["evidence"]) if item["evidence"]
                                               else nodes.Text("")))
+            row += nodes.entry("", _paragraph(nodes.Text(_test_cell(item))))
             body += row
         group += body
         section += table
