@@ -62,7 +62,8 @@ def test_an_edited_number_is_caught_by_its_hash(stored):
     frame = pd.read_csv(path)
     frame.loc[0, "val_loss"] *= 0.9
     frame.to_csv(path, index=False)
-    with pytest.raises(ex.ExperimentError, match="results.csv does not match the hash.*make experiments NAME=tiny"):
+    with pytest.raises(ex.ExperimentError,
+                       match="results.csv does not match the hash.*make experiments NAME=tiny"):
         ex.load_experiment("tiny", root=stored)
     assert ex.status(stored).state.tolist() == ["tampered"]
 
@@ -165,7 +166,8 @@ def test_a_run_killed_mid_way_resumes_without_losing_or_repeating_a_trial(tmp_pa
         trials.run_trial_batch = once_then_die
         ex.run_experiment("tiny", root={str(tmp_path)!r}, progress=False)
     """)
-    proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True,
+                          timeout=600)
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
     partial = tmp_path / "tiny" / "partial.jsonl"
     kept = [json.loads(line) for line in partial.read_text().splitlines()]
@@ -224,4 +226,5 @@ def test_every_stored_experiment_of_the_book_is_fresh():
     table = ex.status(ROOT / "experiments")
     assert len(table) >= 2
     assert table.state.eq("fresh").all(), (
-        "stored experiments not fresh; run `make experiments` for:\n" + table[table.state != "fresh"].to_string())
+        "stored experiments not fresh; run `make experiments` for:\n"
+        + table[table.state != "fresh"].to_string())
