@@ -63,7 +63,8 @@ CODE_MODULES = ("trials", "batched", "training", "models", "data", "schedules", 
                 "update")
 DATA_FILES = ("results.csv", "traces.csv", "val_curves.csv")
 #: A declaration's keys (any other is refused).
-DECLARATION_KEYS = {"question", "used_by", "base", "grid", "seeds", "trace_every", "max_batch", "check"}
+DECLARATION_KEYS = {"question", "used_by", "base", "grid", "seeds", "trace_every", "max_batch", "batched",
+                    "check"}
 #: Float tolerance of the rerun check: the same code on the same device agrees to float32
 #: reassociation (a batch of 3 copies against the stored batch of 32); across devices, less.
 RTOL, ATOL = 2e-4, 1e-5
@@ -101,7 +102,9 @@ class Declaration:
 
     Grid keys name :class:`~lrlib.trials.Trial` fields (``lr``, ``batch_size``, ...) or entries of its
     ``schedule_args`` as ``schedule_args.warmup_steps``. ``trace_every`` is the stride of the
-    stored traces; ``check`` says how many trials every build reruns and for how many first steps.
+    stored traces; ``check`` says how many trials every build reruns and for how many first steps;
+    ``batched: false`` trains each trial alone (a model whose step is compute-bound gains nothing
+    from copies), ``max_batch`` caps the copies in one batched model.
     """
 
     name: str
@@ -114,6 +117,7 @@ class Declaration:
     max_batch: int = 32
     check: dict[str, int] = field(default_factory=lambda: {"trials": 3, "steps": 40})
     text: str = ""
+    batched: bool = True
 
     def trials(self) -> list[Trial]:
         """Every trial, the grid's combinations in declaration order, seeds innermost."""
@@ -137,9 +141,11 @@ class Declaration:
         return out
 
     def sha256(self) -> str:
-        """The hash of what runs (the file's text minus comments and blank lines does not matter:
-        the parsed content, canonically serialised)."""
+        """The hash of what runs: the parsed content, canonically serialised (comments, the
+        question and the layout of the file do not count)."""
         content = {"base": self.base, "grid": self.grid, "seeds": self.seeds, "trace_every": self.trace_every}
+        if not self.batched:  # trained alone, not as copies: other float rounding (a default is left out)
+            content["batched"] = False
         return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
 
 
@@ -195,9 +201,15 @@ def read_declaration(path: str | Path) -> Declaration:
     declaration = Declaration(name, raw["question"].strip(), raw["base"], grid, list(seeds), list(used_by),
                               check_int(f"{path}: trace_every", raw.get("trace_every", 10), minimum=1),
                               check_int(f"{path}: max_batch", raw.get("max_batch", 32), minimum=1),
-                              check, text)
+                              check, text, _flag(path, "batched", raw.get("batched", True)))
     declaration.trials()  # every trial is built (and checked) now, before anything trains
     return declaration
+
+
+def _flag(path: Path, key: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"{path}: {key} must be true or false, got {value!r}")
+    return value
 
 
 def declarations(folder: str | Path | None = None) -> list[Declaration]:
@@ -332,8 +344,8 @@ def run_experiment(name: str, *, device: str | None = None, workers: int = 1, ex
 
     try:
         if todo:
-            run_trials(todo, workers=workers, executor=executor, max_batch=decl.max_batch,
-                       on_result=on_result)
+            run_trials(todo, workers=workers, executor=executor, batch=decl.batched,
+                       max_batch=decl.max_batch, on_result=on_result)
     finally:
         if bar is not None:
             bar.close()
@@ -416,6 +428,18 @@ class Experiment:
         """One trial's strided trace (``step``, ``loss``, ``lr``)."""
         return self.traces[self.traces.trial == trial].reset_index(drop=True)
 
+    def best_val_loss(self) -> pd.Series:
+        """Each trial's lowest validation loss along its curve (``val_curves``), indexed by trial:
+        the loss early stopping would keep. NaN for a trial with no finite point."""
+        lowest = self.val_curves.groupby("trial").val_loss.min()
+        return lowest.reindex(self.results.trial)
+
+    def steps_to(self, target: float) -> pd.Series:
+        """Each trial's first evaluated step with validation loss at or below ``target``, indexed by
+        trial; inf where it never got there (Shallue et al.'s steps to a result)."""
+        reached = self.val_curves[self.val_curves.val_loss <= target].groupby("trial").step.min()
+        return reached.reindex(self.results.trial).astype(float).fillna(np.inf)
+
     def source_note(self) -> str:
         """A sentence for under a figure: where its numbers come from and how to regenerate them."""
         p = self.provenance
@@ -490,7 +514,7 @@ def verify_experiment(name: str, root: str | Path | None = None, *, trials: int 
     stored_device = experiment.provenance.get("device", "cpu")
     rerun_device = device or ("cpu" if stored_device.startswith("cuda") and not _cuda() else stored_device)
     sample = [Trial.from_dict({**all_trials[i].to_dict(), "device": rerun_device}) for i in picked]
-    results = run_trials(sample, stop_after=n)
+    results = run_trials(sample, batch=decl.batched, stop_after=n)
     rtol = RTOL if rerun_device.split(":")[0] == stored_device.split(":")[0] else RTOL_OTHER_DEVICE
     rows = []
     for i, result in zip(picked, results):

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from lrlib import schedules as S
 from lrlib.batched import (
     BatchedAdam,
+    BatchedAdamW,
     BatchedModel,
     BatchedRAdam,
     BatchedScheduleFree,
@@ -56,7 +57,9 @@ def test_forward_is_each_members_forward_and_members_round_trip(make):
     (lambda p, lrs: BatchedSGD(p, lrs), lambda p, lr: torch.optim.SGD(p, lr=lr)),
     (lambda p, lrs: BatchedAdam(p, lrs), lambda p, lr: torch.optim.Adam(p, lr=lr)),
     (lambda p, lrs: BatchedRAdam(p, lrs), lambda p, lr: torch.optim.RAdam(p, lr=lr)),
-], ids=["sgd-momentum", "sgd", "adam", "radam"])
+    (lambda p, lrs: BatchedAdamW(p, lrs, betas=(0.9, 0.95), weight_decay=0.1),
+     lambda p, lr: torch.optim.AdamW(p, lr=lr, betas=(0.9, 0.95), weight_decay=0.1)),
+], ids=["sgd-momentum", "sgd", "adam", "radam", "adamw"])
 def test_each_copy_follows_the_torch_optimizer_at_its_own_rate(make, make_torch, device):
     lrs = [1e-3, 1e-2, 5e-2, 0.2]
     members = _members(4, device=device)
@@ -198,3 +201,24 @@ def test_bad_input():
     with pytest.raises(ValueError, match=r"rates must have shape \(copies=2, steps\)"):
         model = BatchedModel(members)
         train_copies(model, BatchedSGD(model.parameters(), [0.1, 0.1]), [[], []], np.zeros(5))
+
+
+def test_the_registry_builds_each_optimizer_and_its_batched_twin_from_one_entry():
+    """One registry: each name gives the torch (or schedulefree) optimizer and its batched twin."""
+    from lrlib.batched import OPTIMIZERS, optimizer_spec
+
+    model = MLP(8, (4,), 3)
+    twin = BatchedModel([MLP(8, (4,), 3), MLP(8, (4,), 3)])
+    for name, spec in OPTIMIZERS.items():
+        if name.startswith("schedulefree"):
+            pytest.importorskip("schedulefree")
+        single = spec.build(model.parameters(), 0.01, weight_decay=0.1 if spec.decays else 0.0)
+        assert single.param_groups[0]["lr"] == 0.01
+        batched = spec.build_batched(twin.parameters(), [0.01, 0.02])
+        assert batched.lrs.tolist() == [0.01, 0.02]
+    assert OPTIMIZERS["adamw"].build(model.parameters(), 0.1, weight_decay=0.3).param_groups[0][
+        "weight_decay"] == 0.3
+    with pytest.raises(ValueError, match="weight_decay must be 0 for optimizer='adam'"):
+        OPTIMIZERS["adam"].build(model.parameters(), 0.1, weight_decay=0.1)
+    with pytest.raises(ValueError, match="optimizer must be one of"):
+        optimizer_spec("lamb")

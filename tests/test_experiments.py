@@ -57,6 +57,21 @@ def test_a_stored_experiment_holds_every_trial_with_provenance_and_reproduces(st
     assert not (stored / "tiny" / "partial.jsonl").exists()
 
 
+def test_curve_summaries_read_the_validation_curves(tmp_path):
+    (tmp_path / "tiny.yaml").write_text(TINY.replace("batch_size: 32}", "batch_size: 32, eval_every: 10}"))
+    ex.run_experiment("tiny", root=tmp_path, progress=False)
+    exp = ex.load_experiment("tiny", root=tmp_path)
+    curves = exp.val_curves
+    assert sorted(curves.step.unique()) == [10, 20, 30]
+    lowest = exp.best_val_loss()
+    assert lowest[0] == pytest.approx(curves[curves.trial == 0].val_loss.min())
+    last = curves[(curves.trial == 0) & (curves.step == 30)].val_loss.iloc[0]
+    assert exp.results.val_loss[0] == pytest.approx(last)  # the end of training is the last point
+    target = float(curves[curves.trial == 0].val_loss.iloc[1])  # reached at step 20 at the latest
+    assert exp.steps_to(target)[0] <= 20
+    assert np.isinf(exp.steps_to(-1.0)).all()
+
+
 def test_an_edited_number_is_caught_by_its_hash(stored):
     path = stored / "tiny" / "results.csv"
     frame = pd.read_csv(path)
@@ -228,3 +243,61 @@ def test_every_stored_experiment_of_the_book_is_fresh():
     assert table.state.eq("fresh").all(), (
         "stored experiments not fresh; run `make experiments` for:\n"
         + table[table.state != "fresh"].to_string())
+
+
+def test_the_books_extension_stops_the_build_on_a_tampered_experiment_and_reexecutes_readers(stored,
+                                                                                              tmp_path):
+    """book/_ext/stored_experiments.py runs the rerun check when the builder starts (every build, cache
+    or not) and drops the cached outputs of the chapters that read an experiment whose files changed."""
+    from types import SimpleNamespace
+
+    from sphinx.errors import ExtensionError
+
+    sys.path.insert(0, str(ROOT / "book" / "_ext"))
+    try:
+        import stored_experiments as ext
+    finally:
+        sys.path.pop(0)
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "experiments").symlink_to(stored)
+    (stored / "tiny.yaml").write_text((stored / "tiny.yaml").read_text() + "used_by: [book/ch.md]\n")
+    ex.run_experiment("tiny", root=stored, progress=False)  # used_by is not part of what runs: still fresh
+    cache = site / "_build" / ".jupyter_cache"
+    import nbformat
+    from jupyter_cache import get_cache
+
+    page = site / "book" / "ch.md"
+    page.parent.mkdir()
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("1 + 1", execution_count=1, outputs=[])])
+    nbformat.write(nb, page.with_suffix(".ipynb"))
+    add = lambda: get_cache(cache).cache_notebook_file(page.with_suffix(".ipynb"), uri=str(page),  # noqa: E731
+                                                       check_validity=False)
+    add()
+    app = SimpleNamespace(srcdir=str(site), outdir=str(site / "_build" / "html"),
+                          config=SimpleNamespace(nb_execution_cache_path=str(cache)))
+    ext.verify(app)  # fresh: passes; the cache was built with unknown results, so the reader reruns
+    assert get_cache(cache).list_cache_records() == []
+    add()
+    ext.verify(app)  # nothing changed since: the cached outputs stay
+    assert len(get_cache(cache).list_cache_records()) == 1
+    prov = stored / "tiny" / "provenance.json"
+    prov.write_text(prov.read_text().replace('"date": "', '"date": "1'))  # a refresh changes provenance
+    ext.verify(app)
+    assert get_cache(cache).list_cache_records() == []  # the reader's cached outputs are gone
+    results = stored / "tiny" / "results.csv"
+    results.write_text(results.read_text().replace("0.", "1.", 1))
+    with pytest.raises(ExtensionError, match="tiny"):
+        ext.verify(app)
+
+
+def test_a_declaration_may_train_each_trial_alone_and_the_check_reruns_it_the_same_way(tmp_path):
+    (tmp_path / "alone.yaml").write_text(TINY + "batched: false\n")
+    (tmp_path / "tiny.yaml").write_text(TINY)
+    assert ex.declaration("alone", tmp_path).sha256() != ex.declaration("tiny", tmp_path).sha256()
+    ex.run_experiment("alone", root=tmp_path, progress=False)
+    exp = ex.load_experiment("alone", root=tmp_path)
+    assert exp.rerun.max_abs_diff.max() < 1e-7  # alone and rerun alone: equal to the 9 digits stored
+    (tmp_path / "bad.yaml").write_text(TINY + "batched: no-thanks\n")
+    with pytest.raises(ValueError, match="batched must be true or false"):
+        ex.declaration("bad", tmp_path)

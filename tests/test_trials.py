@@ -12,6 +12,7 @@ from lrlib.training import evaluate, train
 from lrlib.trials import (
     SCHEDULES,
     DigitsTrial,
+    Trial,
     batch_key,
     best_setting,
     results_frame,
@@ -257,3 +258,61 @@ def test_sweep_trial_and_batch_are_run_trial_as_run_sweep_wants_them(tmp_path):
                         results=tmp_path / "sweep.jsonl")
     np.testing.assert_allclose(batched.val_loss, one.val_loss, rtol=2e-4)
     assert len((tmp_path / "sweep.jsonl").read_text().splitlines()) == 4
+
+
+# --- the trial description covers MNIST-1D and the language model --------------------------------------
+
+def test_a_language_model_trial_batched_equals_each_run_alone_and_learns():
+    common = dict(data="shakespeare", model="gpt", d_model=16, n_layers=1, context=16, batch_size=8,
+                  optimizer="adamw", weight_decay=0.1, betas=(0.9, 0.95), steps=12, eval_every=4)
+    trials = [Trial(3e-3, "warmup_cosine", {"warmup_steps": 3, "total_steps": 12}, seed=0, **common),
+              Trial(1e-2, "constant", {}, seed=1, **common)]
+    together = run_trial_batch(trials)
+    for trial, batched in zip(trials, together):
+        alone = run_trial(trial)
+        np.testing.assert_allclose(batched.run.losses, alone.run.losses, rtol=2e-4)
+        np.testing.assert_allclose(batched.val_losses, alone.val_losses, rtol=2e-4)
+        assert batched.val_steps.tolist() == [4, 8, 12]
+        assert batched.val_loss == pytest.approx(alone.val_loss, rel=2e-4)
+    # the first minibatch loss of an untrained byte model is close to log(256)
+    assert together[0].run.losses[0] == pytest.approx(np.log(256), rel=0.1)
+    assert together[1].run.losses[-1] < together[1].run.losses[0]
+
+
+def test_an_mnist1d_trial_uses_its_forty_inputs(tmp_path, monkeypatch):
+    monkeypatch.setenv("LRLIB_CACHE", str(tmp_path))
+    from lrlib import data
+    from lrlib import trials as module
+
+    small = lambda seed, device: data.load_mnist1d(n=1000, seed=seed, device=device)  # noqa: E731
+    monkeypatch.setattr(module, "load_mnist1d", small)
+    module._data.cache_clear()
+    try:
+        trial = Trial(0.1, data="mnist1d", model="mlp", hidden=(16,), optimizer="sgd", steps=20,
+                      batch_size=32)
+        assert trial.build_model().net[0].in_features == 40
+        result = run_trial(trial)
+        assert result.run.losses[-1] < result.run.losses[0] and 0.1 < result.val_accuracy <= 1
+    finally:
+        module._data.cache_clear()
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"data": "cifar"}, "data must be one of"),
+    ({"data": "shakespeare", "model": "mlp"}, r"data must be one of \('digits', 'mnist1d'\) for model='mlp'"),
+    ({"data": "mnist1d", "model": "transformer"}, "for model='transformer'"),
+    ({"data": "digits", "model": "gpt"}, "for model='gpt'"),
+    ({"optimizer": "adam", "weight_decay": 0.1}, "weight_decay must be 0 for optimizer='adam'"),
+    ({"seed": -1}, "seed must be"),
+])
+def test_data_and_model_must_fit_together(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        Trial(1e-3, **kwargs)
+
+
+def test_from_dict_names_an_unknown_field_and_round_trips():
+    trial = Trial(1e-3, data="shakespeare", model="gpt", betas=(0.9, 0.95), hidden=(8, 8))
+    assert Trial.from_dict(trial.to_dict()) == trial
+    assert trial.to_dict()["betas"] == [0.9, 0.95]
+    with pytest.raises(ValueError, match=r"unknown trial field\(s\) \['learning_rate'\]"):
+        Trial.from_dict({"lr": 1e-3, "learning_rate": 1e-3})
