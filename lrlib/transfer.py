@@ -60,22 +60,24 @@ def digit_task(classes: range, per_class: int | None = None, seed: int = 0) -> S
                  *pick(data.x_test, data.y_test, None))
 
 
-def pretrain(path: str | Path, steps: int = 400, lr: float = 3e-3, seed: int = 0) -> dict[str, float]:
-    """Train the body on digits 0-4 (Adam, batch 64, 10% warmup then cosine), save its
-    ``state_dict`` to ``path``, and return its validation and test loss and accuracy on 0-4."""
-    data = digit_task(range(5))
+def pretrain(path: str | Path, steps: int = 400, lr: float = 3e-3, seed: int = 0,
+             device: str | torch.device = "cpu") -> dict[str, float]:
+    """Train the body on digits 0-4 (Adam, batch 64, 10% warmup then cosine) on ``device``, save
+    its ``state_dict`` to ``path`` (on the CPU), and return its validation and test loss and
+    accuracy on 0-4."""
+    data = digit_task(range(5)).to(device)
     torch.manual_seed(seed)
-    model = TransformerClassifier(n_classes=5, **ARCH)
+    model = TransformerClassifier(n_classes=5, **ARCH).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     sched = schedules.warmup_cosine(lr, steps // 10, steps).attach(opt)
     train(model, opt, minibatches(data.x_train, data.y_train, 64, steps=steps, seed=seed), F.cross_entropy,
           scheduler=sched)
-    torch.save(model.state_dict(), path)
+    torch.save({k: v.cpu() for k, v in model.state_dict().items()}, path)
     return _evaluate(model, data)
 
 
 def pretrain_batch(lrs: Sequence[float], seeds: Sequence[int], paths: Sequence[str | Path],
-                   steps: int = 400) -> list[dict[str, float]]:
+                   steps: int = 400, device: str | torch.device = "cpu") -> list[dict[str, float]]:
     """:func:`pretrain` for many (rate, seed) pairs at once, as one batched model.
 
     Copy ``k`` is ``pretrain(paths[k], steps, lrs[k], seeds[k])`` to float32 reassociation
@@ -86,12 +88,12 @@ def pretrain_batch(lrs: Sequence[float], seeds: Sequence[int], paths: Sequence[s
         raise ValueError(f"lrs, seeds and paths must have one entry per copy (>= 1), got "
                          f"{len(lrs)}, {len(seeds)} and {len(paths)}")
     steps = check_int("steps", steps, minimum=1)
-    data = digit_task(range(5))
+    data = digit_task(range(5)).to(device)
     members = []
     for seed in seeds:
         torch.manual_seed(int(seed))
         members.append(TransformerClassifier(n_classes=5, **ARCH))
-    model = BatchedModel(members)
+    model = BatchedModel(members).to(device)
     rates = np.stack([schedules.warmup_cosine(lr, steps // 10, steps)(np.arange(steps)) for lr in lrs])
     opt = BatchedAdam(list(model.parameters()), rates[:, 0])
     streams = [minibatches(data.x_train, data.y_train, 64, steps=steps, seed=int(s)) for s in seeds]
@@ -131,9 +133,11 @@ def _finetune_setup(config: dict[str, Any]) -> _Setup:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     lr, seed = float(config["lr"]), int(config["seed"])
     steps = check_int("steps", config.get("steps", 150), minimum=1)
-    data = digit_task(range(5, 10), per_class=config.get("per_class", 20), seed=seed)
+    device = torch.device(config.get("device", "cpu"))
+    data = digit_task(range(5, 10), per_class=config.get("per_class", 20), seed=seed).to(device)
     model = TransformerClassifier(n_classes=5, **ARCH)
     model.load_state_dict(_pretrained(str(config["pretrained"])))
+    model.to(device)
     torch.manual_seed(seed)
     model.head.reset_parameters()  # a new task gets a new head
     if method == "head":
@@ -194,8 +198,9 @@ def finetune_trial(config: dict[str, Any]) -> dict[str, float]:
     ``pretrained`` (the file :func:`pretrain` wrote), and optionally ``steps`` (150),
     ``per_class`` (20 training images per class), ``decay`` (0.7, for ``"layerwise"``: each
     layer's rate that of the layer above times ``decay``; ULMFiT's 2.6 is ``decay=1/2.6``),
-    ``rank`` (4), ``alpha`` (8) and ``rslora`` (False) for ``"lora"``, and ``schedule`` and
-    ``warmup`` (:func:`finetune_schedule`; default 10% warmup then cosine). Adam, batch 32.
+    ``rank`` (4), ``alpha`` (8) and ``rslora`` (False) for ``"lora"``, ``schedule`` and
+    ``warmup`` (:func:`finetune_schedule`; default 10% warmup then cosine), and ``device``
+    (``"cpu"``; where the run trains, e.g. ``"cuda"``). Adam, batch 32.
 
     Returns ``val_loss`` and ``val_acc`` (select on these), ``test_loss`` and ``test_acc``
     (report these once, for what was selected) on 5-9, and the ``train_loss`` of the last 10%
@@ -226,7 +231,7 @@ def finetune_batch(configs: Sequence[dict[str, Any]]) -> list[dict[str, float]]:
         raise ValueError("configs must differ in lr and seed only to train as one batch")
     setups = [_finetune_setup(c) for c in configs]
     steps, first = setups[0].steps, setups[0]
-    model = BatchedModel([s.model for s in setups])
+    model = BatchedModel([s.model for s in setups]).to(first.data.x_train.device)
     # each parameter's rate relative to the copy's peak: its group's rate over the largest, as attach() does
     top = max(g["lr"] for g in first.groups)
     ratio = {id(p): g["lr"] / top for g in first.groups for p in g["params"]}

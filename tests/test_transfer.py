@@ -18,6 +18,8 @@ from lrlib.transfer import (
     pretrain_batch,
 )
 
+from .conftest import devices
+
 
 def test_digit_tasks_are_relabelled_subsets():
     pre = digit_task(range(5))
@@ -145,3 +147,33 @@ def test_a_batch_of_pretrainings_equals_each_pretraining_alone(tmp_path):
             torch.testing.assert_close(ours[name], theirs[name], rtol=1e-2, atol=1e-3)  # float32 sums
     with pytest.raises(ValueError, match="one entry per copy"):
         pretrain_batch([1e-3], [0, 1], paths)
+
+
+@pytest.mark.parametrize("device", devices())
+@pytest.mark.parametrize("method", ["full", "lora"])
+def test_fine_tuning_trains_on_the_device_it_is_given(method, device, weights, monkeypatch):
+    """The device travels in the config: the model and data are there, and the run matches the CPU's."""
+    from lrlib import transfer
+
+    seen = []
+    real = transfer.train
+
+    def spy(model, optimizer, batches, *args, **kwargs):
+        seen.append({p.device.type for p in model.parameters()})
+        return real(model, optimizer, batches, *args, **kwargs)
+
+    monkeypatch.setattr(transfer, "train", spy)
+    config = {"lr": 3e-3, "seed": 1, "method": method, "pretrained": str(weights), "steps": 8}
+    on_device = finetune_trial({**config, "device": device})
+    assert seen == [{device}]
+    on_cpu = finetune_trial(config)
+    assert on_device["val_loss"] == pytest.approx(on_cpu["val_loss"], rel=1e-3)
+    batched = finetune_batch([{**config, "device": device}, {**config, "seed": 2, "device": device}])
+    assert batched[0]["val_loss"] == pytest.approx(on_cpu["val_loss"], rel=1e-3)
+
+
+@pytest.mark.parametrize("device", devices())
+def test_pretraining_on_a_device_saves_weights_any_device_can_load(device, tmp_path):
+    scores = pretrain(tmp_path / "w.pt", steps=5, device=device)
+    state = torch.load(tmp_path / "w.pt", weights_only=True)
+    assert {v.device.type for v in state.values()} == {"cpu"} and math.isfinite(scores["val_loss"])
