@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
 import datetime as dt
 import hashlib
 import io
@@ -68,6 +69,11 @@ DECLARATION_KEYS = {"question", "used_by", "base", "grid", "seeds", "trace_every
 #: Float tolerance of the rerun check: the same code on the same device agrees to float32
 #: reassociation (a batch of 3 copies against the stored batch of 32); across devices, less.
 RTOL, ATOL = 2e-4, 1e-5
+#: Threads per trial, when storing and when rerunning: a matrix product splits its sums
+#: differently on 1 and 2 threads, and near the edge of stability a 1e-7 difference grows to
+#: 1e-2 within 20 steps. One thread per trial (two workers for two cores) makes the rerun
+#: the same arithmetic as the stored run.
+THREADS = 1
 RTOL_OTHER_DEVICE = 2e-2
 
 
@@ -343,9 +349,10 @@ def run_experiment(name: str, *, device: str | None = None, workers: int = 1, ex
             bar.update(1)
 
     try:
-        if todo:
-            run_trials(todo, workers=workers, executor=executor, batch=decl.batched,
-                       max_batch=decl.max_batch, on_result=on_result)
+        with _threads(THREADS):  # worker processes have one thread already (lrlib.jobs.worker_pool)
+            if todo:
+                run_trials(todo, workers=workers, executor=executor, batch=decl.batched,
+                           max_batch=decl.max_batch, on_result=on_result)
     finally:
         if bar is not None:
             bar.close()
@@ -390,6 +397,7 @@ def _write_results(decl: Declaration, folder: Path, records: list[dict[str, Any]
         _atomic_write(folder / filename, text)
         hashes[filename] = hashlib.sha256(text.encode()).hexdigest()
     provenance = {"name": decl.name, "question": decl.question, **stamp, "code_modules": list(CODE_MODULES),
+                  "torch_threads": THREADS,
                   **_versions(), "device": device, "machine": platform.machine(), "cpu_count": os.cpu_count(),
                   "date": _now(), "trials": len(records), "wall_seconds_last_run": round(elapsed, 1),
                   "trial_seconds_total": round(trial_seconds, 1), "files": hashes}
@@ -499,7 +507,8 @@ def verify_experiment(name: str, root: str | Path | None = None, *, trials: int 
     ``steps`` steps (default ``check.steps``) with the same schedule and batches, and its
     minibatch losses at the stored stride must equal the stored trace to
     :data:`RTOL`/:data:`ATOL` (the same device) or :data:`RTOL_OTHER_DEVICE` (another device),
-    divergence included. A mismatch raises :class:`ExperimentError`.
+    divergence included. It trains with the stored run's number of torch threads
+    (:data:`THREADS`). A mismatch raises :class:`ExperimentError`.
 
     Returns:
         The experiment, with ``rerun`` holding the compared values.
@@ -514,7 +523,8 @@ def verify_experiment(name: str, root: str | Path | None = None, *, trials: int 
     stored_device = experiment.provenance.get("device", "cpu")
     rerun_device = device or ("cpu" if stored_device.startswith("cuda") and not _cuda() else stored_device)
     sample = [Trial.from_dict({**all_trials[i].to_dict(), "device": rerun_device}) for i in picked]
-    results = run_trials(sample, batch=decl.batched, stop_after=n)
+    with _threads(int(experiment.provenance.get("torch_threads") or THREADS)):
+        results = run_trials(sample, batch=decl.batched, stop_after=n)
     rtol = RTOL if rerun_device.split(":")[0] == stored_device.split(":")[0] else RTOL_OTHER_DEVICE
     rows = []
     for i, result in zip(picked, results):
@@ -534,6 +544,19 @@ def verify_experiment(name: str, root: str | Path | None = None, *, trials: int 
                 f"run `{refresh_command(name)}`")
     experiment.rerun = pd.DataFrame(rows)
     return experiment
+
+
+@contextlib.contextmanager
+def _threads(n: int):
+    """Run the block with ``n`` torch threads, then put the old number back."""
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
 
 
 def _cuda() -> bool:
