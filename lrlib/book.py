@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from lrlib.stats import PairedComparison
+from lrlib.stats import PairedComparison, smallest_p
 
 #: Set to 1 (or true/yes) to run every chapter in FAST mode, e.g. for a quick test build of the book.
 FAST_ENV_VAR = "LRLIB_FAST"
@@ -120,7 +120,7 @@ def claim(condition: Any, statement: str, evidence: str = "", *, test: PairedCom
     as ``test``: the claim then holds only when ``condition`` holds *and* the test's
     ``p <= alpha``, and the claims page shows the test, ``n``, the effect and ``p``::
 
-        c = paired_comparison(warm_losses, cold_losses, test="sign")
+        c = paired_comparison(warm_losses, cold_losses, alternative="less")
         claim(c.mean_difference < 0, "Warmup lowers the final loss.", test=c)
 
     What holds by construction (algebra, an identity, what an API does) is not evidence:
@@ -157,6 +157,9 @@ def claim(condition: Any, statement: str, evidence: str = "", *, test: PairedCom
         raise TypeError(f"test must be a lrlib.stats.PairedComparison, got {type(test).__name__}")
     if not 0 < alpha < 1:
         raise ValueError(f"alpha must be in (0, 1), got {alpha}")
+    if test is not None and smallest_p(test.n, test.alternative) > alpha:
+        raise ValueError(f"test: a {test.alternative} test of {test.n} pairs can never reach p <= {alpha} "
+                         f"(its smallest p is {smallest_p(test.n, test.alternative):.3g}); add seeds")
     holds = bool(as_builtin(condition))
     extra: dict[str, Any] = {}
     if test is not None:

@@ -11,6 +11,7 @@ effect, ``n`` and ``p`` on the claims page (:func:`lrlib.book.claim`):
   the paired effect size :math:`d_z = \\bar d / s_d`, and an exact test: the sign test
   (a binomial count of which setting won each seed), the Wilcoxon signed-rank test or
   the sign-flip permutation test of the mean (every one of the :math:`2^n` flips).
+- :func:`smallest_p`: the smallest p a test of n pairs can reach (5 seeds: 1/32).
 - :func:`grid_optimum`: the best point of a grid and whether it is interior (a best
   rate on the grid's edge says "widen the grid", not "this is the best rate").
 
@@ -84,8 +85,8 @@ def _pairs(a: Sequence[float], b: Sequence[float]) -> np.ndarray:
     return x - y
 
 
-def paired_comparison(a: Sequence[float], b: Sequence[float], *, test: str = "sign",
-                      alternative: str = "less", level: float = 0.95, n_resamples: int = 10_000,
+def paired_comparison(a: Sequence[float], b: Sequence[float], *, alternative: str, test: str = "sign",
+                      lower_is_better: bool = True, level: float = 0.95, n_resamples: int = 10_000,
                       seed: int = 0) -> PairedComparison:
     """Compare ``a`` with ``b``, one value each per shared seed, as pairs.
 
@@ -94,22 +95,33 @@ def paired_comparison(a: Sequence[float], b: Sequence[float], *, test: str = "si
     - ``"sign"``: the number of pairs where the alternative held is
       :math:`\\mathrm{Binomial}(n', 1/2)` under the null (:math:`n'` the non-zero
       differences); robust to outliers and to diverged runs, which count as the worst
-      value (NaN is read as :math:`+\\infty`, so a diverged run loses its pair).
+      value (NaN is read as :math:`+\\infty` when lower is better, :math:`-\\infty` when
+      higher is, so a diverged run loses its pair).
     - ``"wilcoxon"``: the signed-rank statistic :math:`W^+ = \\sum_{d_i > 0} \\mathrm{rank}|d_i|`
       against its exact null, every sign equally likely (zeros dropped, as scipy's
       default ``zero_method="wilcox"``).
     - ``"permutation"``: the mean :math:`\\bar d` against its sign-flip null, all
-      :math:`2^n` flips (or ``n_resamples`` random ones above :data:`EXACT_UP_TO` pairs).
+      :math:`2^n` flips (above :data:`EXACT_UP_TO` pairs, ``n_resamples`` random ones, and
+      then :math:`p = (k + 1)/(B + 1)`, which is never 0).
 
     The interval is the bootstrap percentile interval of :math:`\\bar d` (``n_resamples``
-    resamples of the pairs, seeded); the effect size is :math:`d_z = \\bar d / s_d`.
-    The Wilcoxon and permutation tests and the interval need finite values.
+    resamples of the pairs, seeded); with a handful of pairs it is narrower than its
+    nominal level (5 pairs take at most 126 distinct resamples), so read it as a
+    description of the spread, and the test as the evidence. The effect size is
+    :math:`d_z = \\bar d / s_d`. The Wilcoxon and permutation tests and the interval
+    need finite values.
+
+    With :math:`n` pairs no test here can give a p below :math:`2^{-n}` (one-sided) or
+    :math:`2^{1-n}` (two-sided): :func:`smallest_p`. Five seeds are the fewest that can
+    pass a one-sided test at 0.05.
 
     Args:
         a, b: one value per seed each, in the same seed order (e.g. validation losses).
         test: one of :data:`TESTS`.
-        alternative: ``"less"`` (a is lower than b: lower loss wins), ``"greater"``, or
-            ``"two-sided"``.
+        alternative: ``"less"`` (a is lower than b), ``"greater"``, or ``"two-sided"``;
+            required, because the direction is part of the sentence being tested.
+        lower_is_better: whether a lower value is the better one (a loss: True; an
+            accuracy: False); decides which way a diverged run (NaN) counts.
         level: the interval's confidence level, in (0, 1).
         n_resamples: bootstrap resamples (and sampled flips above :data:`EXACT_UP_TO` pairs).
         seed: seed of the resampling.
@@ -117,7 +129,7 @@ def paired_comparison(a: Sequence[float], b: Sequence[float], *, test: str = "si
     Example:
         >>> warm = [0.41, 0.39, 0.44, 0.40, 0.42]
         >>> cold = [0.45, 0.41, 0.47, 0.46, 0.43]
-        >>> c = paired_comparison(warm, cold, test="sign")
+        >>> c = paired_comparison(warm, cold, alternative="less")
         >>> c.wins, round(c.p_value, 4)
         (5, 0.0312)
     """
@@ -130,8 +142,9 @@ def paired_comparison(a: Sequence[float], b: Sequence[float], *, test: str = "si
         raise ValueError(f"level must be in (0, 1), got {level}")
     n_resamples = check_int("n_resamples", n_resamples, minimum=100)
     seed = check_int("seed", seed, minimum=0)
-    a_arr = np.where(np.isnan(np.asarray(a, dtype=float)), np.inf, np.asarray(a, dtype=float))
-    b_arr = np.where(np.isnan(np.asarray(b, dtype=float)), np.inf, np.asarray(b, dtype=float))
+    worst = np.inf if lower_is_better else -np.inf
+    a_arr = np.where(np.isnan(np.asarray(a, dtype=float)), worst, np.asarray(a, dtype=float))
+    b_arr = np.where(np.isnan(np.asarray(b, dtype=float)), worst, np.asarray(b, dtype=float))
     with np.errstate(invalid="ignore"):
         d = _pairs(a_arr, b_arr)  # inf - inf (both diverged) is NaN: a tie
     d = np.where(np.isnan(d), 0.0, d)
@@ -190,7 +203,8 @@ def _flip_test(d: np.ndarray, alternative: str, statistic, rng: np.random.Genera
         d = d[d != 0]
         if d.size == 0:
             return 1.0
-    if d.size <= EXACT_UP_TO:
+    exact = d.size <= EXACT_UP_TO
+    if exact:
         signs = np.array(list(itertools.product((1.0, -1.0), repeat=d.size)))
     else:
         signs = rng.choice((1.0, -1.0), size=(n_resamples, d.size))
@@ -199,11 +213,28 @@ def _flip_test(d: np.ndarray, alternative: str, statistic, rng: np.random.Genera
     null = statistic(flipped) if statistic is _signed_rank else flipped.mean(axis=1)
     tol = 1e-12 * max(1.0, abs(float(observed)))
     if alternative == "greater":
-        return float(np.mean(null >= observed - tol))
-    if alternative == "less":
-        return float(np.mean(null <= observed + tol))
-    centre = d.size * (d.size + 1) / 4 if statistic is _signed_rank else 0.0
-    return float(min(1.0, np.mean(np.abs(null - centre) >= abs(observed - centre) - tol)))
+        hits = null >= observed - tol
+    elif alternative == "less":
+        hits = null <= observed + tol
+    else:
+        centre = d.size * (d.size + 1) / 4 if statistic is _signed_rank else 0.0
+        hits = np.abs(null - centre) >= abs(observed - centre) - tol
+    if exact:
+        return float(min(1.0, np.mean(hits)))
+    return float((hits.sum() + 1) / (hits.size + 1))  # a sampled p is never 0 (Phipson and Smyth 2010)
+
+
+def smallest_p(n: int, alternative: str) -> float:
+    """The smallest p any test of :func:`paired_comparison` can give with ``n`` pairs:
+    :math:`2^{-n}` one-sided, :math:`2^{1-n}` two-sided (every pair agreeing).
+
+    >>> smallest_p(5, "less"), smallest_p(5, "two-sided")
+    (0.03125, 0.0625)
+    """
+    n = check_int("n", n, minimum=1)
+    if alternative not in ALTERNATIVES:
+        raise ValueError(f"alternative must be one of {ALTERNATIVES}, got {alternative!r}")
+    return 0.5 ** n * (2 if alternative == "two-sided" else 1)
 
 
 @dataclass(frozen=True)
@@ -253,4 +284,4 @@ def grid_optimum(grid: Sequence[float], scores: Sequence[float], *,
 
 
 __all__ = ["ALTERNATIVES", "EXACT_UP_TO", "TESTS", "GridOptimum", "PairedComparison", "grid_optimum",
-           "paired_comparison"]
+           "paired_comparison", "smallest_p"]

@@ -77,16 +77,20 @@ def test_a_claim_that_holds_is_recorded_and_glued(full_mode):
 def test_a_claim_with_a_paired_test_needs_the_test_to_pass_and_records_it(full_mode):
     from lrlib.stats import paired_comparison
 
-    strong = paired_comparison([1, 2, 3, 4, 5], [2, 3, 4, 5, 6])  # 5 of 5, sign test p = 1/32
+    # 5 of 5: sign test p = 1/32
+    strong = paired_comparison([1, 2, 3, 4, 5], [2, 3, 4, 5, 6], alternative="less")
     assert claim(strong.mean_difference < 0, "A wins.", test=strong) is True
     record = json.loads(GLUED[f"claim-{len(book.CLAIMS):03d}"])
     assert record["n"] == 5 and record["p_value"] == pytest.approx(1 / 32)
     assert record["test"].startswith("paired sign test (less), n=5 (5 of 5)")
-    weak = paired_comparison([1, 2, 3, 4, 5], [2, 3, 4, 5, 4])  # 4 of 5: p = 6/32
+    weak = paired_comparison([1, 2, 3, 4, 5], [2, 3, 4, 5, 4], alternative="less")  # 4 of 5: p = 6/32
     with pytest.raises(ClaimFailed, match="paired sign test"):
         claim(weak.mean_difference < 0, "A wins.", test=weak)
     with pytest.raises(TypeError, match="PairedComparison"):
         claim(True, "A wins.", test=0.01)
+    three = paired_comparison([1, 2, 3], [2, 3, 4], alternative="less")  # 1/8 at best
+    with pytest.raises(ValueError, match="can never reach p <= 0.05"):
+        claim(True, "A wins.", test=three)
 
 
 def test_check_is_an_assertion_not_a_claim(full_mode, monkeypatch):
